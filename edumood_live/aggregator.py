@@ -1,0 +1,298 @@
+"""Class-level aggregates per time window: the only thing EduMood Live writes by default.
+
+Windows are ``[k * window_s, (k + 1) * window_s)`` of source time, counted from the first timestamp the
+aggregator sees (by `Aggregator.add` or `Aggregator.advance`); ``window_start``/``window_end`` are
+``start_utc`` plus that offset, in ISO-8601 UTC. Nothing is ever interpolated: a window without frames
+becomes a GAP row, and a window with fewer than ``min_group`` faces on average keeps its counts but has
+its per-class statistics withheld (SUPPRESSED).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from edumood_live.errors import ConfigError
+from edumood_live.types import TrackedFaces, WindowStatus, WindowSummary
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """Aggregator settings.
+
+    labels: class names in model output order (from the model file).
+    window_s: window length in seconds of source time.
+    min_group: windows with fewer faces per frame on average get per-class stats withheld (0 = never).
+    low_confidence: an observation whose top smoothed probability is below this counts as low-confidence.
+    source: source name written in every row.
+    start_utc: wall-clock time (timezone-aware) of the first timestamp; None = now.
+    per_track: also collect anonymous per-track rows (`Aggregator.track_rows`).
+    """
+
+    labels: tuple[str, ...]
+    window_s: float = 10.0
+    min_group: int = 2
+    low_confidence: float = 0.5
+    source: str = "source"
+    start_utc: datetime | None = None
+    per_track: bool = False
+
+    def __post_init__(self) -> None:
+        labels = tuple(self.labels) if not isinstance(self.labels, str) else (self.labels,)
+        if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+            raise ConfigError(f"labels={self.labels!r}: must be a non-empty list of non-empty names")
+        lowered = [x.lower() for x in labels]
+        if len(set(lowered)) != len(lowered):
+            raise ConfigError(f"labels={labels!r}: names must be unique (case-insensitively)")
+        object.__setattr__(self, "labels", labels)
+        window_ok = isinstance(self.window_s, (int, float)) and math.isfinite(self.window_s)
+        if not (window_ok and self.window_s > 0):
+            raise ConfigError(f"window_s={self.window_s!r}: must be a positive number of seconds")
+        if isinstance(self.min_group, bool) or not isinstance(self.min_group, int) or self.min_group < 0:
+            raise ConfigError(f"min_group={self.min_group!r}: must be an integer >= 0 (0 = no suppression)")
+        if not 0.0 <= self.low_confidence <= 1.0:
+            raise ConfigError(f"low_confidence={self.low_confidence!r}: must be in [0, 1]")
+        if not self.source:
+            raise ConfigError("source='': must name the source")
+        start = self.start_utc if self.start_utc is not None else datetime.now(timezone.utc)
+        if start.tzinfo is None or start.utcoffset() is None:
+            raise ConfigError(f"start_utc={start!r}: must be timezone-aware, e.g. datetime.now(timezone.utc)")
+        object.__setattr__(self, "start_utc", start.astimezone(timezone.utc))
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    """Per-track statistics of one window (``--per-track``): anonymous id, no identity, no pixels.
+
+    ``shares`` values are None when the window's stats were withheld (suppressed by min-group).
+    """
+
+    source: str
+    window_start_utc: str
+    window_end_utc: str
+    track: str  # "t17"
+    frames_seen: int
+    shares: dict[str, float | None]
+    dominant_label: str | None
+
+    def to_row(self) -> dict[str, object]:
+        """Flat dict in the documented column order."""
+        row: dict[str, object] = {
+            "window_start": self.window_start_utc,
+            "window_end": self.window_end_utc,
+            "source": self.source,
+            "track": self.track,
+            "frames_seen": self.frames_seen,
+        }
+        for label, share in self.shares.items():
+            row[f"share_{label.lower()}"] = None if share is None else round(share, 4)
+        row["dominant_label"] = self.dominant_label
+        return row
+
+
+def engagement_index(shares: dict[str, float | None]) -> float | None:
+    """``share_Engaged - share_Bored``, in [-1, 1] (labels matched case-insensitively).
+
+    +1: every face observation was Engaged; -1: every one was Bored; Angry and Neutral observations
+    count in the denominator but pull towards 0. None when there are no shares or the labels lack
+    Engaged or Bored.
+    """
+    by_name = {k.lower(): v for k, v in shares.items()}
+    engaged, bored = by_name.get("engaged"), by_name.get("bored")
+    if engaged is None or bored is None:
+        return None
+    return float(engaged - bored)
+
+
+@dataclass
+class _Window:
+    """Counts accumulated for the open window."""
+
+    index: int
+    num_classes: int
+    frames: int = 0
+    observations: int = 0
+    low_confidence: int = 0
+    last_ms: float = -math.inf
+    counts: np.ndarray = field(init=False)
+    per_track: dict[int, list] = field(default_factory=dict)  # id -> [frames_seen, counts (K,)]
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(self.num_classes, np.int64)
+
+
+class Aggregator:
+    """Turns tracked faces per frame into one `WindowSummary` per window of source time."""
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        self.config = config
+        self._window_ms = config.window_s * 1000.0
+        self._t0: float | None = None
+        self._win: _Window | None = None
+        self._last_seen_ms = -math.inf
+        self._last_frame_ms: float | None = None
+        self._frame_interval_ms = 0.0  # latest gap between two frames: the time one frame covers
+        self._finished = False
+        self._dropped_total = 0
+        self._dropped_base = 0
+        self._pending_tracks: list[TrackRow] = []
+
+    def add(self, faces: TrackedFaces, timestamp_ms: float, dropped_frames_total: int) -> list[WindowSummary]:
+        """Count one frame's faces; returns the windows this frame closed (usually none).
+
+        `dropped_frames_total` is the source's cumulative dropped-frame count.
+        """
+        k = len(self.config.labels)
+        if len(faces) and faces.probs.shape[1] != k:
+            raise ValueError(f"faces.probs has {faces.probs.shape[1]} classes but labels has {k}")
+        closed = self._roll(timestamp_ms)
+        win = self._win
+        assert win is not None
+        if self._last_frame_ms is not None and timestamp_ms > self._last_frame_ms:
+            self._frame_interval_ms = timestamp_ms - self._last_frame_ms
+        self._last_frame_ms = timestamp_ms
+        win.frames += 1
+        win.last_ms = max(win.last_ms, timestamp_ms)
+        self._dropped_total = max(self._dropped_total, int(dropped_frames_total))
+        if len(faces):
+            probs = np.asarray(faces.probs, np.float64)
+            top = probs.argmax(axis=1)
+            win.observations += len(faces)
+            win.counts += np.bincount(top, minlength=k)
+            win.low_confidence += int((probs.max(axis=1) < self.config.low_confidence).sum())
+            for tid, label in zip(faces.track_ids.tolist(), top.tolist(), strict=True):
+                seen = win.per_track.setdefault(int(tid), [0, np.zeros(k, np.int64)])
+                seen[0] += 1
+                seen[1][label] += 1
+        return closed
+
+    def advance(self, now_ms: float) -> list[WindowSummary]:
+        """Close every window that ended at or before `now_ms` (same clock as the frame timestamps).
+
+        Call it while no frames arrive (e.g. a live source reconnecting): windows without frames come
+        out as GAP rows.
+        """
+        return self._roll(now_ms)
+
+    def finish(self) -> list[WindowSummary]:
+        """Close the open window at the end of a run; PARTIAL when it covers less than window_s.
+
+        The run is over afterwards: `add` and `advance` refuse, `finish` returns [].
+        """
+        win, t0 = self._win, self._t0
+        self._finished = True
+        if win is None or t0 is None:
+            return []
+        start_ms = t0 + win.index * self._window_ms
+        if win.frames:
+            covered = max(win.last_ms - start_ms + self._frame_interval_ms, self._last_seen_ms - start_ms)
+        else:
+            covered = self._last_seen_ms - start_ms
+        covered = min(max(covered, 0.0), self._window_ms)
+        self._win = None
+        if covered == 0 and not win.frames:
+            return []
+        return [self._close(win, covered)]
+
+    def track_rows(self) -> list[TrackRow]:
+        """Per-track rows of the windows closed since the last call (empty unless config.per_track)."""
+        rows, self._pending_tracks = self._pending_tracks, []
+        return rows
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _roll(self, timestamp_ms: float) -> list[WindowSummary]:
+        """Anchor time on first use, then close windows that end at or before `timestamp_ms`."""
+        if self._finished:
+            raise RuntimeError("Aggregator.finish() was called: this run is over")
+        if self._t0 is None:
+            self._t0 = timestamp_ms
+            self._win = _Window(0, len(self.config.labels))
+        self._last_seen_ms = max(self._last_seen_ms, timestamp_ms)
+        assert self._win is not None
+        index = math.floor((timestamp_ms - self._t0) / self._window_ms)
+        closed: list[WindowSummary] = []
+        while self._win.index < index:
+            closed.append(self._close(self._win, self._window_ms))
+            self._win = _Window(self._win.index + 1, len(self.config.labels))
+        return closed
+
+    def _close(self, win: _Window, covered_ms: float) -> WindowSummary:
+        cfg = self.config
+        assert self._t0 is not None
+        offset_ms = win.index * self._window_ms
+        start, end = _iso(cfg.start_utc, offset_ms), _iso(cfg.start_utc, offset_ms + covered_ms)
+        none_shares: dict[str, float | None] = dict.fromkeys(cfg.labels)
+        dropped = self._dropped_total - self._dropped_base
+        self._dropped_base = self._dropped_total
+        if win.frames == 0:
+            return WindowSummary(
+                source=cfg.source,
+                window_start_utc=start,
+                window_end_utc=end,
+                status=WindowStatus.GAP,
+                frames=0,
+                fps=0.0,
+                faces_mean=0.0,
+                tracks=0,
+                shares=none_shares,  # type: ignore[arg-type]  # None values: nothing to share
+                engagement_index=None,
+                dominant_label=None,
+                low_confidence_share=None,
+                dropped_frames=dropped,
+            )
+        faces_mean = win.observations / win.frames
+        suppressed = faces_mean < cfg.min_group
+        if covered_ms < self._window_ms - 1.0:  # 1 ms tolerance for float frame periods
+            status = WindowStatus.PARTIAL  # stats are still withheld below when suppressed
+        else:
+            status = WindowStatus.SUPPRESSED if suppressed else WindowStatus.OK
+        if suppressed or win.observations == 0:
+            shares, index, dominant, low = none_shares, None, None, None
+        else:
+            fractions = win.counts / win.observations
+            shares = {label: float(f) for label, f in zip(cfg.labels, fractions, strict=True)}
+            index = engagement_index(shares)
+            dominant = cfg.labels[int(win.counts.argmax())]
+            low = win.low_confidence / win.observations
+        if cfg.per_track:
+            self._pending_tracks.extend(self._track_rows(win, start, end, withheld=suppressed))
+        return WindowSummary(
+            source=cfg.source,
+            window_start_utc=start,
+            window_end_utc=end,
+            status=status,
+            frames=win.frames,
+            fps=win.frames / (covered_ms / 1000.0) if covered_ms > 0 else 0.0,
+            faces_mean=faces_mean,
+            tracks=len(win.per_track),
+            shares=shares,  # type: ignore[arg-type]  # None values when withheld
+            engagement_index=index,
+            dominant_label=dominant,
+            low_confidence_share=low,
+            dropped_frames=dropped,
+        )
+
+    def _track_rows(self, win: _Window, start: str, end: str, withheld: bool) -> list[TrackRow]:
+        labels = self.config.labels
+        rows = []
+        for tid in sorted(win.per_track):
+            seen, counts = win.per_track[tid]
+            if withheld:
+                shares: dict[str, float | None] = dict.fromkeys(labels)
+                dominant = None
+            else:
+                shares = {label: float(c) / seen for label, c in zip(labels, counts, strict=True)}
+                dominant = labels[int(counts.argmax())]
+            rows.append(TrackRow(self.config.source, start, end, f"t{tid}", seen, shares, dominant))
+        return rows
+
+
+def _iso(start_utc: datetime | None, offset_ms: float) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
+    assert start_utc is not None
+    when = start_utc + timedelta(milliseconds=round(offset_ms, 3))
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

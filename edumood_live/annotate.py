@@ -1,0 +1,138 @@
+"""Annotated video output (``--annotate out.mp4``): boxes, anonymous track ids and labels.
+
+Faces are blurred by default before anything is drawn: each face box (plus a margin) is reduced to a
+few pixels across and smoothed, so no face can be recognised or restored from the written video.
+Only an explicit ``blur=False`` (CLI ``--no-blur``) writes faces as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from edumood_live.errors import OutputError
+from edumood_live.report import class_colour
+from edumood_live.types import TrackedFaces
+
+log = logging.getLogger(__name__)
+
+BLUR_CELLS = 6  # a blurred face keeps at most this many pixels across, before smoothing
+BLUR_MARGIN = 0.15  # fraction of the box size added on each side (hair, ears, jaw)
+
+
+def _bgr(hex_colour: str) -> tuple[int, int, int]:
+    value = hex_colour.lstrip("#")
+    r, g, b = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+    return b, g, r
+
+
+def blur_regions(image: np.ndarray, boxes: np.ndarray, margin: float = BLUR_MARGIN) -> None:
+    """Irreversibly blur each xyxy box of `image` in place (pixelate to a few cells, then smooth)."""
+    h, w = image.shape[:2]
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+        left, top = max(int(x1 - mx), 0), max(int(y1 - my), 0)
+        right, bottom = min(int(np.ceil(x2 + mx)), w), min(int(np.ceil(y2 + my)), h)
+        if right - left < 2 or bottom - top < 2:
+            continue
+        region = image[top:bottom, left:right]
+        small = cv2.resize(region, (BLUR_CELLS, BLUR_CELLS), interpolation=cv2.INTER_AREA)
+        coarse = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+        kernel = max(3, (min(right - left, bottom - top) // 4) | 1)
+        region[:] = cv2.GaussianBlur(coarse, (kernel, kernel), 0)
+
+
+def draw_faces(image: np.ndarray, faces: TrackedFaces, labels: Sequence[str]) -> None:
+    """Draw each face's box, anonymous id (``t17``) and top label with its probability, in place."""
+    thickness = max(1, round(min(image.shape[:2]) / 360))
+    scale = max(0.4, min(image.shape[:2]) / 900)
+    for tid, box, probs in zip(faces.track_ids.tolist(), faces.boxes, faces.probs, strict=True):
+        top = int(np.argmax(probs)) if len(probs) else -1
+        label = labels[top] if 0 <= top < len(labels) else "?"
+        colour = _bgr(class_colour(label, max(top, 0)))
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        text = f"t{tid} {label} {float(probs[top]):.2f}" if top >= 0 else f"t{tid}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + 4  # above the box, else below it
+        cv2.rectangle(image, (x1, ty - th - 2), (x1 + tw + 4, ty + base), colour, cv2.FILLED)
+        white = (255, 255, 255)
+        cv2.putText(image, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, white, 1, cv2.LINE_AA)
+
+
+class AnnotatedVideoWriter:
+    """Writes annotated frames to an MP4 (mp4v); faces blurred unless ``blur=False``.
+
+    `frame_size` is (width, height); None takes it from the first frame. Frames of another size are
+    resized to it. An unwritable path raises OutputError here, not at the first frame.
+    """
+
+    def __init__(
+        self, path: Path, fps: float, frame_size: tuple[int, int] | None = None, blur: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.blur = blur
+        self.frames_written = 0
+        if not self.fps > 0:
+            raise OutputError(f"annotated video {self.path}: fps={fps!r} must be positive")
+        what = f"cannot write annotated video {self.path}"
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{what}: folder {self.path.parent} does not exist")
+        try:  # fail now on permissions, read-only disks, a folder in the way, ...
+            with open(self.path, "wb"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"{what}: {exc.strerror or exc}") from exc
+        if not blur:
+            log.warning("annotated video %s shows faces unblurred (--no-blur)", self.path)
+        self._size = tuple(frame_size) if frame_size is not None else None
+        self._writer: cv2.VideoWriter | None = None
+        if self._size is not None:
+            self._open(self._size)
+
+    def _open(self, size: tuple[int, int]) -> None:
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        if not writer.isOpened():
+            raise OutputError(f"cannot write annotated video {self.path}: OpenCV cannot open an mp4v writer")
+        self._writer = writer
+
+    def write(self, image_bgr: np.ndarray, faces: TrackedFaces, labels: Sequence[str]) -> None:
+        """Blur (by default) and annotate a copy of the frame, then append it to the video."""
+        if self._size is None:
+            self._size = (image_bgr.shape[1], image_bgr.shape[0])
+            self._open(self._size)
+        if self._writer is None:
+            raise ValueError(f"{self.path} is closed")
+        frame = image_bgr.copy()
+        if self.blur:
+            blur_regions(frame, faces.boxes)
+        draw_faces(frame, faces, labels)
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file; OutputError if frames were written but the file stayed empty (disk full)."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        writer.release()
+        if self.frames_written and (not self.path.exists() or os.path.getsize(self.path) == 0):
+            n = self.frames_written
+            raise OutputError(f"annotated video {self.path} is empty after writing {n} frames (disk full?)")
+
+    def __enter__(self) -> AnnotatedVideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

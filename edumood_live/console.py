@@ -1,0 +1,206 @@
+"""Live terminal view: just another sink, drawn with rich.
+
+`render(states)` is a pure function from the per-source `LiveState` to a rich renderable; the
+`ConsoleSink` only stores the latest state per source, remembers the engagement index of recent closed
+windows (the trend sparkline) and redraws at most `refresh_hz` times per second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from edumood_live.report import class_colour, safe_source_name
+from edumood_live.types import WindowStatus, WindowSummary
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+BAR_WIDTH = 24
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the live view shows for one source, refreshed by the pipeline every frame.
+
+    shares: current class shares over the faces in view (None: no faces, or withheld by min-group).
+    trend: engagement index of the most recent closed windows, oldest first (None = gap/withheld);
+        `ConsoleSink` fills it in from the rows it is given.
+    """
+
+    source: str
+    fps: float = 0.0
+    faces: int = 0
+    tracks: int = 0
+    shares: Mapping[str, float | None] | None = None
+    engagement_index: float | None = None
+    dropped: int = 0
+    provider: str = ""
+    source_state: str = "connected"
+    attempt: int = 0
+    trend: tuple[float | None, ...] = ()
+
+
+def sparkline(values: Sequence[float | None], low: float = -1.0, high: float = 1.0) -> str:
+    """One character per value scaled to [low, high]; a middle dot where there is no value."""
+    chars = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            chars.append("·")
+            continue
+        frac = (min(max(v, low), high) - low) / (high - low)
+        chars.append(SPARK_CHARS[round(frac * (len(SPARK_CHARS) - 1))])
+    return "".join(chars)
+
+
+def _provider_name(provider: str) -> str:
+    """``CUDAExecutionProvider`` -> ``CUDA``."""
+    return provider.removesuffix("ExecutionProvider") or "?"
+
+
+def _state_text(state: LiveState) -> Text:
+    name = state.source_state or "?"
+    if name == "reconnecting":
+        return Text(f"reconnecting (attempt {state.attempt})", style="bold yellow")
+    style = {"connected": "green", "ended": "dim", "failed": "bold red"}.get(name, "")
+    return Text(name, style=style)
+
+
+def _bar(share: float, width: int = BAR_WIDTH) -> tuple[str, str]:
+    filled = round(min(max(share, 0.0), 1.0) * width)
+    return "█" * filled, "░" * (width - filled)
+
+
+def render_source(state: LiveState) -> Panel:
+    """The panel of one source."""
+    header = Text()
+    for name, value in (
+        ("fps", f"{state.fps:.1f}"),
+        ("faces", str(state.faces)),
+        ("tracks", str(state.tracks)),
+        ("dropped", str(state.dropped)),
+    ):
+        header.append(f"{name} ", style="dim").append(value, style="bold").append("   ")
+    header.append(_provider_name(state.provider), style="cyan").append("   ")
+    header.append_text(_state_text(state))
+
+    body = Table.grid(padding=(0, 1))
+    body.add_column(no_wrap=True)
+    body.add_column(no_wrap=True)
+    body.add_column(justify="right", no_wrap=True)
+    if state.shares and all(v is not None for v in state.shares.values()):
+        for i, (label, share) in enumerate(state.shares.items()):
+            assert share is not None
+            full, empty = _bar(share)
+            bar = Text(full, style=class_colour(label, i)).append(empty, style="grey35")
+            body.add_row(Text(label), bar, Text(f"{share:6.1%}"))
+    else:
+        reason = "no faces in view" if state.faces == 0 else "class shares withheld (fewer than min-group)"
+        body.add_row(Text(reason, style="dim italic"), Text(""), Text(""))
+
+    index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
+    footer = Text("engagement ", style="dim").append(index, style="bold")
+    if state.trend:
+        footer.append("   trend ", style="dim").append(sparkline(state.trend), style="magenta")
+    title = Text(safe_source_name(state.source), style="bold")
+    return Panel(Group(header, body, footer), title=title, title_align="left")
+
+
+def render(states: LiveState | Sequence[LiveState]) -> RenderableType:
+    """The whole live view: one panel per source (pure; called on every refresh)."""
+    if isinstance(states, LiveState):
+        states = [states]
+    if not states:
+        return Text("waiting for the first frame…", style="dim")
+    return Group(*(render_source(s) for s in states))
+
+
+def summary_line(summary: WindowSummary) -> Text:
+    """One line for a closed window, printed above the live view."""
+    start, end = summary.window_start_utc[11:19], summary.window_end_utc[11:19]
+    line = Text(f"{start}–{end} ", style="dim")
+    line.append(safe_source_name(summary.source), style="bold").append(" ")
+    if summary.status == WindowStatus.GAP:
+        return line.append("gap: no frames", style="yellow")
+    line.append(summary.status, style="green" if summary.status == WindowStatus.OK else "yellow")
+    line.append(f"  fps {summary.fps:.1f}  faces {summary.faces_mean:.1f}  tracks {summary.tracks}")
+    if summary.engagement_index is not None:
+        line.append(f"  engagement {summary.engagement_index:+.2f}", style="bold")
+    if summary.dominant_label is not None:
+        line.append(f"  mostly {summary.dominant_label}")
+    elif summary.frames:
+        line.append("  class shares withheld", style="dim")
+    return line
+
+
+class ConsoleSink:
+    """rich Live view; `update` every frame (cheap), redraws at most `refresh_hz` per second."""
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        refresh_hz: float = 4.0,
+        trend_windows: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        self._min_interval_s = 1.0 / refresh_hz if refresh_hz > 0 else 0.0
+        self._clock = clock
+        self._states: dict[str, LiveState] = {}
+        self._trends: dict[str, deque[float | None]] = {}
+        self._trend_windows = trend_windows
+        self._live: Live | None = None
+        self._last_refresh = -math.inf
+        self.redraws = 0
+
+    def current(self) -> list[LiveState]:
+        """The state per source as it would be drawn now (trend filled in)."""
+        return [replace(s, trend=tuple(self._trends.get(s.source, ()))) for s in self._states.values()]
+
+    def update(self, state: LiveState) -> None:
+        """Store the latest state of `state.source`; redraw if the last redraw is old enough."""
+        self._states[state.source] = state
+        now = self._clock()
+        if now - self._last_refresh >= self._min_interval_s:
+            self._refresh()
+            self._last_refresh = now
+
+    def write(self, summary: WindowSummary) -> None:
+        """Record a closed window in the trend and print its one-line summary above the view."""
+        trend = self._trends.setdefault(summary.source, deque(maxlen=self._trend_windows))
+        trend.append(summary.engagement_index)
+        self._ensure_live().console.print(summary_line(summary))
+        self._refresh()
+
+    def close(self) -> None:
+        """Draw the final state and stop the live display (idempotent)."""
+        if self._live is not None:
+            self._refresh()
+            self._live.stop()
+            self._live = None
+
+    def _ensure_live(self) -> Live:
+        if self._live is None:
+            self._live = Live(console=self.console, auto_refresh=False, transient=False)
+            self._live.start()
+        return self._live
+
+    def _refresh(self) -> None:
+        self._ensure_live().update(render(self.current()), refresh=True)
+        self.redraws += 1
+
+    def __enter__(self) -> ConsoleSink:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,484 @@
+"""A lesson report people can read at a glance: one self-contained HTML file from CSV/JSONL outputs.
+
+Per source: a plot (class shares as a stacked area, faces in view, engagement index; gaps and withheld
+windows shaded and labelled, never interpolated) and a summary table. PNGs are embedded as base64, so
+the file can be mailed or archived alone. matplotlib is imported only when a report is built
+(``pip install edumood-live[report]``); importing this module costs nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import html
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edumood_live.errors import ConfigError, OutputError
+
+log = logging.getLogger(__name__)
+
+# Okabe-Ito based, colour-blind safe; the same colour for a class in the console, video and report.
+CLASS_COLOURS = {"angry": "#D55E00", "neutral": "#999999", "engaged": "#009E73", "bored": "#56B4E9"}
+_FALLBACK_COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#F0E442", "#000000")
+GAP_COLOUR = "#BBBBBB"
+WITHHELD_COLOUR = "#E8DDF0"
+
+REQUIRED_COLUMNS = ("window_start", "window_end", "source", "status", "frames", "faces_mean")
+INPUT_SUFFIXES = (".csv", ".jsonl")
+RESPONSIBLE_USE = (
+    "Aggregate statistics only: this report holds no images, identities or per-person records. "
+    "Inferring emotions from faces is scientifically contested; read these numbers as rough signals "
+    "about a room, never as judgments about a person. Emotion recognition in education institutions "
+    "is prohibited in the EU under the AI Act, Article 5(1)(f), since 2 February 2025."
+)
+
+
+def class_colour(label: str, index: int = 0) -> str:
+    """Hex colour of a class: fixed for the four EduMood classes, else by its index."""
+    return CLASS_COLOURS.get(label.lower(), _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def safe_source_name(source: str) -> str:
+    """Source name with any URL credentials masked (rtsp://user:pass@host -> rtsp://***@host)."""
+    return re.sub(r"//[^/@\s]+@", "//***@", source)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window row as read back from an output file."""
+
+    source: str
+    start: datetime
+    end: datetime
+    status: str
+    frames: int
+    faces_mean: float
+    tracks: int | None
+    shares: dict[str, float | None]  # keyed by label as written in the column (lower case)
+    engagement_index: float | None
+    dominant_label: str | None
+    low_confidence_share: float | None
+    dropped_frames: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    @property
+    def has_shares(self) -> bool:
+        """Faces were seen and the class shares were not withheld."""
+        return self.observations > 0 and all(v is not None for v in self.shares.values())
+
+    @property
+    def observations(self) -> float:
+        """Face observations in the window (frames x mean faces per frame)."""
+        return self.frames * self.faces_mean
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def load_windows(inputs: Iterable[Path]) -> dict[str, list[Window]]:
+    """Window rows of all inputs grouped by source, sorted by time, duplicates dropped.
+
+    Raises ConfigError for a missing, empty or unrecognised input.
+    """
+    by_source: dict[str, dict[datetime, Window]] = {}
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ConfigError("report: no input files given (pass one or more .csv or .jsonl outputs)")
+    for path in paths:
+        for window in _read_file(path):
+            by_source.setdefault(window.source, {})[window.start] = window
+    return {src: [rows[k] for k in sorted(rows)] for src, rows in by_source.items()}
+
+
+def _read_file(path: Path) -> list[Window]:
+    if not path.is_file():
+        raise ConfigError(f"report input {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise ConfigError(f"report input {path}: unrecognised type {suffix or '(none)'}; use .csv or .jsonl")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM from Excel
+            if suffix == ".csv":
+                records = list(csv.DictReader(f))
+            else:
+                records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as exc:
+        raise ConfigError(f"report input {path}: cannot be read as {suffix[1:].upper()} ({exc})") from exc
+    if not records:
+        raise ConfigError(f"report input {path}: is empty (no window rows)")
+    if not all(isinstance(r, dict) for r in records):
+        raise ConfigError(f"report input {path}: every JSONL line must be an object")
+    columns = set().union(*records)
+    if "track" in columns:
+        raise ConfigError(f"report input {path}: is a per-track file; pass the window file instead")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing or not any(c.startswith("share_") for c in columns):
+        what = ", ".join(missing) or "share_<label>"
+        raise ConfigError(f"report input {path}: not an EduMood Live output (missing columns: {what})")
+    return [_parse(record, path, n) for n, record in enumerate(records, start=2 if suffix == ".csv" else 1)]
+
+
+def _parse(record: dict[str, object], path: Path, line: int) -> Window:
+    def num(key: str) -> float | None:
+        value = record.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"report input {path}, line {line}: {key}={value!r} is not a number") from exc
+
+    tracks = num("tracks")
+    return Window(
+        source=str(record.get("source") or "?"),
+        start=_parse_time(record.get("window_start"), path, line),
+        end=_parse_time(record.get("window_end"), path, line),
+        status=str(record.get("status") or "?"),
+        frames=int(num("frames") or 0),
+        faces_mean=num("faces_mean") or 0.0,
+        tracks=None if tracks is None else int(tracks),
+        shares={k.removeprefix("share_"): num(k) for k in record if k.startswith("share_")},
+        engagement_index=num("engagement_index"),
+        dominant_label=str(record["dominant_label"]) if record.get("dominant_label") else None,
+        low_confidence_share=num("low_confidence_share"),
+        dropped_frames=int(num("dropped_frames") or 0),
+    )
+
+
+def _parse_time(value: object, path: Path, line: int) -> datetime:
+    text = str(value).strip()
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError as exc:
+        raise ConfigError(f"report input {path}, line {line}: {text!r} is not an ISO-8601 time") from exc
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """The numbers in a source's summary table."""
+
+    start: datetime
+    end: datetime
+    windows: int
+    status_counts: dict[str, int]
+    gap_seconds: float
+    mean_engagement: float | None  # face-observation weighted
+    shares: dict[str, float | None]  # face-observation weighted
+    mean_faces: float | None  # frame weighted
+    low_confidence_share: float | None
+    dropped_frames: int
+
+
+def _weighted_mean(pairs: Iterable[tuple[float | None, float]]) -> float | None:
+    """Mean of the values that are not None, weighted; None when nothing is left."""
+    kept = [(v, w) for v, w in pairs if v is not None and w > 0]
+    total = sum(w for _, w in kept)
+    return sum(v * w for v, w in kept) / total if total else None
+
+
+def summarise(windows: Sequence[Window]) -> SourceSummary:
+    """Whole-lesson numbers. Class shares, engagement and low confidence are weighted by face
+    observations (so they equal the numbers of the whole lesson pooled); faces by frames."""
+    rated = [w for w in windows if w.has_shares]
+    shares = {k: _weighted_mean((w.shares[k], w.observations) for w in rated) for k in windows[0].shares}
+    engagement = _weighted_mean((w.engagement_index, w.observations) for w in rated)
+    low = _weighted_mean((w.low_confidence_share, w.observations) for w in rated)
+    counts: dict[str, int] = {}
+    for w in windows:
+        counts[w.status] = counts.get(w.status, 0) + 1
+    return SourceSummary(
+        start=windows[0].start,
+        end=max(w.end for w in windows),
+        windows=len(windows),
+        status_counts=counts,
+        gap_seconds=sum(w.seconds for w in windows if w.status == "gap"),
+        mean_engagement=engagement,
+        shares=shares,
+        mean_faces=_weighted_mean((w.faces_mean, w.frames) for w in windows),
+        low_confidence_share=low,
+        dropped_frames=sum(w.dropped_frames for w in windows),
+    )
+
+
+def display_labels(windows: Sequence[Window]) -> dict[str, str]:
+    """Column key (lower case) -> label as the model spells it (from dominant_label), else capitalised."""
+    spelled = {w.dominant_label.lower(): w.dominant_label for w in windows if w.dominant_label}
+    return {k: spelled.get(k, k.capitalize()) for k in windows[0].shares}
+
+
+# -- plotting -----------------------------------------------------------------------------------
+
+
+def _runs(windows: Sequence[Window], keep: Callable[[Window], bool]) -> list[list[Window]]:
+    """Maximal runs of back-to-back windows for which keep(window) holds."""
+    runs: list[list[Window]] = []
+    for w in windows:
+        if not keep(w):
+            continue
+        if runs and abs((w.start - runs[-1][-1].end).total_seconds()) < 1e-3:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    return runs
+
+
+def _steps(run: Sequence[Window], value: Callable[[Window], float]) -> tuple[list[float], list[float]]:
+    """Piecewise-constant x/y of a run: each window drawn flat over its own time span."""
+    from matplotlib import dates as mdates
+
+    xs: list[float] = []
+    ys: list[float] = []
+    for w in run:
+        xs += [mdates.date2num(w.start), mdates.date2num(w.end)]
+        ys += [value(w)] * 2
+    return xs, ys
+
+
+def plot_source(source: str, windows: Sequence[Window]) -> bytes:
+    """PNG of one source's lesson: shares + faces (top), engagement index (bottom)."""
+    from matplotlib import dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    names = display_labels(windows)
+    keys = list(names)
+    fig = Figure(figsize=(11, 6.2), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    faces_ax = top.twinx()
+
+    for run in _runs(windows, lambda w: w.has_shares):
+        base = [0.0] * (2 * len(run))
+        for i, key in enumerate(keys):
+            xs, ys = _steps(run, lambda w, key=key: w.shares[key])
+            upper = [b + y for b, y in zip(base, ys, strict=True)]
+            top.fill_between(xs, base, upper, color=class_colour(key, i), linewidth=0, alpha=0.9)
+            base = upper
+    for run in _runs(windows, lambda w: w.frames > 0):
+        xs, ys = _steps(run, lambda w: w.faces_mean)
+        faces_ax.plot(xs, ys, color="black", linewidth=1.6)
+    for run in _runs(windows, lambda w: w.engagement_index is not None):
+        xs, ys = _steps(run, lambda w: w.engagement_index)
+        bottom.plot(xs, ys, color="#333333", linewidth=1.6)
+        bottom.fill_between(
+            xs,
+            0,
+            ys,
+            where=[y >= 0 for y in ys],
+            color=CLASS_COLOURS["engaged"],
+            alpha=0.35,
+            linewidth=0,
+            interpolate=True,
+        )
+        bottom.fill_between(
+            xs,
+            0,
+            ys,
+            where=[y < 0 for y in ys],
+            color=CLASS_COLOURS["bored"],
+            alpha=0.45,
+            linewidth=0,
+            interpolate=True,
+        )
+
+    span = (windows[-1].end - windows[0].start).total_seconds() or 1.0
+    for kind, colour, hatch, text in (
+        ("gap", GAP_COLOUR, "///", "gap"),
+        ("withheld", WITHHELD_COLOUR, "..", "withheld"),
+    ):
+
+        def keep(w: Window, kind: str = kind) -> bool:
+            if kind == "gap":
+                return w.status == "gap"
+            return w.frames > 0 and not w.has_shares
+
+        for run in _runs(windows, keep):
+            x0, x1 = mdates.date2num(run[0].start), mdates.date2num(run[-1].end)
+            for ax in (top, bottom):
+                ax.axvspan(x0, x1, facecolor=colour, edgecolor="#777777", hatch=hatch, linewidth=0, zorder=0)
+            if (run[-1].end - run[0].start).total_seconds() / span > 0.04:
+                bottom.text(
+                    (x0 + x1) / 2,
+                    0.92,
+                    text,
+                    ha="center",
+                    va="top",
+                    fontsize=9,
+                    color="#444444",
+                    transform=bottom.get_xaxis_transform(),
+                )
+
+    top.set_ylim(0, 1)
+    top.set_ylabel("share of face observations")
+    top.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    faces_ax.set_ylim(0, max([w.faces_mean for w in windows] + [1.0]) * 1.15)
+    faces_ax.set_ylabel("faces in view (mean per frame)")
+    bottom.set_ylim(-1.05, 1.05)
+    bottom.axhline(0, color="#666666", linewidth=0.8)
+    bottom.set_ylabel("engagement index\n(Engaged − Bored)")
+    bottom.set_xlabel("time (UTC)")
+    locator = mdates.AutoDateLocator()
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    bottom.set_xlim(mdates.date2num(windows[0].start), mdates.date2num(windows[-1].end))
+    for ax in (top, bottom):
+        ax.grid(axis="y", color="#DDDDDD", linewidth=0.6)
+
+    handles = [Patch(facecolor=class_colour(k, i), label=names[k]) for i, k in enumerate(keys)]
+    handles.append(Line2D([], [], color="black", linewidth=1.6, label="faces in view"))
+    if any(w.status == "gap" for w in windows):
+        handles.append(Patch(facecolor=GAP_COLOUR, edgecolor="#777777", hatch="///", label="gap (no frames)"))
+    if any(w.frames > 0 and not w.has_shares for w in windows):
+        handles.append(
+            Patch(facecolor=WITHHELD_COLOUR, edgecolor="#777777", hatch="..", label="withheld (< min group)")
+        )
+    top.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.02),
+        ncol=len(handles),
+        frameon=False,
+        fontsize=9,
+        handlelength=1.4,
+        columnspacing=1.2,
+    )
+    fig.suptitle(f"{source} — {windows[0].start:%Y-%m-%d}", fontsize=13, fontweight="bold")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1150px;
+color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem}.meta{color:#666;margin-top:0}section{margin:2.5rem 0}
+img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.95rem}
+th,td{padding:.3rem .8rem;border-bottom:1px solid #e5e5e5;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:baseline}
+footer{margin-top:3rem;padding-top:1rem;border-top:1px solid #ddd;color:#555;font-size:.9rem}
+details{margin-top:.6rem}
+"""
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _summary_table(summary: SourceSummary, names: dict[str, str]) -> str:
+    counts = ", ".join(f"{n} {html.escape(status)}" for status, n in sorted(summary.status_counts.items()))
+    rows = [
+        ("Time (UTC)", f"{summary.start:%Y-%m-%d %H:%M:%S} – {summary.end:%H:%M:%S}"),
+        ("Duration", _duration((summary.end - summary.start).total_seconds())),
+        ("Windows", f"{summary.windows} ({counts})"),
+        ("Gaps (no frames)", _duration(summary.gap_seconds)),
+        ("Mean engagement index", _fmt(summary.mean_engagement, "{:+.2f}")),
+        ("Mean faces in view", _fmt(summary.mean_faces, "{:.1f}")),
+    ]
+    for i, (key, name) in enumerate(names.items()):
+        swatch = f'<span class="swatch" style="background:{class_colour(key, i)}"></span>'
+        rows.append((f"{swatch}Share {html.escape(name)}", _fmt(summary.shares.get(key), "{:.0%}")))
+    rows += [
+        ("Low-confidence observations", _fmt(summary.low_confidence_share, "{:.0%}")),
+        ("Dropped frames", str(summary.dropped_frames)),
+    ]
+    body = "".join(
+        f"<tr><th>{k if k.startswith('<span') else html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows
+    )
+    return f"<table>{body}</table>"
+
+
+def _window_table(windows: Sequence[Window], names: dict[str, str]) -> str:
+    head = ["start", "end", "status", "frames", "faces", *names.values(), "engagement"]
+    lines = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for w in windows:
+        cells = [
+            f"{w.start:%H:%M:%S}",
+            f"{w.end:%H:%M:%S}",
+            html.escape(w.status),
+            str(w.frames),
+            f"{w.faces_mean:.1f}",
+            *(_fmt(w.shares.get(k), "{:.0%}") for k in names),
+            _fmt(w.engagement_index, "{:+.2f}"),
+        ]
+        lines.append("<tr>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
+    return f"<details><summary>All {len(windows)} windows</summary><table>{''.join(lines)}</table></details>"
+
+
+def render_html(by_source: dict[str, list[Window]], inputs: Sequence[Path]) -> str:
+    """The whole report page."""
+    sections = []
+    for source, windows in by_source.items():
+        names = display_labels(windows)
+        png = base64.b64encode(plot_source(safe_source_name(source), windows)).decode("ascii")
+        title = html.escape(safe_source_name(source))
+        sections.append(
+            f"<section><h2>{title}</h2>"
+            f'<img alt="Class shares, faces in view and engagement index over time for {title}" '
+            f'src="data:image/png;base64,{png}">'
+            f"{_summary_table(summarise(windows), names)}{_window_table(windows, names)}</section>"
+        )
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    files = ", ".join(html.escape(Path(p).name) for p in inputs)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>EduMood Live lesson report</title><style>{_CSS}</style></head><body>"
+        f'<h1>Lesson report</h1><p class="meta">EduMood Live · made {made} from {files}</p>'
+        f"{''.join(sections)}"
+        f"<footer><strong>Responsible use.</strong> {html.escape(RESPONSIBLE_USE)} "
+        "The engagement index is share Engaged − share Bored per window, from −1 to +1.</footer>"
+        "</body></html>"
+    )
+
+
+def build_report(inputs: list[Path], out: Path) -> Path:
+    """Read CSV/JSONL window outputs and write one self-contained HTML report to `out`.
+
+    Raises ConfigError for a missing, empty or unrecognised input (or missing matplotlib) and
+    OutputError when `out` cannot be written.
+    """
+    by_source = load_windows(inputs)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("report needs matplotlib: pip install 'edumood-live[report]'") from exc
+    page = render_html(by_source, inputs)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise OutputError(f"cannot write report {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write report {out}: {exc.strerror or exc}") from exc
+    log.info("report written to %s (%d source(s))", out, len(by_source))
+    return out

@@ -1,0 +1,423 @@
+"""Video sources: one `read` verb over files, image folders, the demo clip, webcams and network streams.
+
+`open_source(SourceConfig(spec=...))` picks the source from the spec. Files and folders are read in
+order at full speed (optionally paced by ``max_fps``, thinned by ``stride``) with media timestamps;
+live sources (webcam, rtsp://, http(s)://) live in `live_source.py` and keep only the newest frame.
+Every frame handed out is a contiguous BGR ``uint8`` array of shape (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from edumood_live.errors import ConfigError, SourceError
+from edumood_live.types import Frame
+
+if TYPE_CHECKING:
+    from edumood_live.live_source import CaptureFactory
+
+logger = logging.getLogger(__name__)
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
+     ".pnm", ".jp2", ".sr", ".ras"}
+)
+FALLBACK_FPS = 30.0  # used for timestamps when a video file does not declare its frame rate
+MAX_CONSECUTIVE_DECODE_ERRORS = 16  # a file that fails this often in a row is treated as ending there
+
+
+class SourceState(str, Enum):
+    """Where a source stands; compares equal to its string value."""
+
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to open and read one source. Timeouts, watchdog and backoff apply to live sources only."""
+
+    spec: str = "webcam"
+    stride: int = 1  # files/folders: hand out every stride-th frame
+    max_fps: float | None = None  # files: replay no faster than this; live: drop frames above it
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    watchdog_s: float = 10.0  # live: no frame for this long -> drop the connection and reconnect
+    max_retries: int | None = None  # live: reconnect attempts after a loss; None = forever
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    folder_fps: float = 1.0  # image folders: timestamps are index * 1000 / folder_fps
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise ConfigError(
+                f"spec={self.spec!r} is not allowed; expected 'webcam', a camera index, rtsp://..., "
+                "http(s)://..., a video file, a folder of images or 'demo'"
+            )
+        _require_int("stride", self.stride, minimum=1)
+        if self.max_retries is not None:
+            _require_int("max_retries", self.max_retries, minimum=0, none_ok=True)
+        if self.max_fps is not None:
+            _require_positive("max_fps", self.max_fps, none_ok=True)
+        for name in ("open_timeout_s", "read_timeout_s", "watchdog_s", "backoff_initial_s",
+                     "backoff_max_s", "folder_fps"):
+            _require_positive(name, getattr(self, name))
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"backoff_max_s={self.backoff_max_s!r} is not allowed; it must be >= "
+                f"backoff_initial_s ({self.backoff_initial_s!r})"
+            )
+
+
+def _require_int(name: str, value: object, minimum: int, none_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or None" if none_ok else ""
+        raise ConfigError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}{extra}")
+
+
+def _require_positive(name: str, value: object, none_ok: bool = False) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        extra = " or None" if none_ok else ""
+        raise ConfigError(f"{name}={value!r} is not allowed; expected a finite number > 0{extra}")
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of one source since it was opened.
+
+    frames_read: frames handed out by `read`. frames_dropped: frames decoded but never handed out
+    (superseded by a newer one on a live source, or above max_fps). frames_skipped: passed over on
+    purpose (stride; non-image files in a folder). decode_errors: frames or images that could not be
+    decoded. reconnects: live connections re-established after a loss. attempt: the reconnect attempt
+    in progress (0 when connected).
+    """
+
+    frames_read: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    state: SourceState = SourceState.CONNECTED
+    attempt: int = 0
+    last_error: str | None = None
+
+
+class Source(ABC):
+    """A stream of frames. `read` returns the next frame, or None when none came within the timeout."""
+
+    name: str
+    live: bool
+
+    @abstractmethod
+    def read(self, timeout_s: float = 1.0) -> Frame | None:
+        """The next frame (live: the newest not yet returned), or None; then check `finished`."""
+
+    @property
+    @abstractmethod
+    def finished(self) -> bool:
+        """True once the stream has ended for good (end of file, retries exhausted, closed)."""
+
+    @abstractmethod
+    def stats(self) -> SourceStats:
+        """A snapshot of the counters."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the underlying capture; safe to call twice, never blocks for long."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read(1.0)
+            if frame is not None:
+                yield frame
+            elif self.finished:
+                return
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def to_bgr_uint8(image: np.ndarray | None) -> np.ndarray:
+    """Convert grey, BGRA, 16-bit or float images to a contiguous BGR uint8 (H, W, 3) array."""
+    if image is None or image.size == 0 or image.ndim not in (2, 3):
+        raise ValueError(f"not an image: shape {getattr(image, 'shape', None)}")
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=1 / 257)
+    elif image.dtype.kind == "f":
+        image = np.clip(np.nan_to_num(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif channels == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif channels != 3:
+        raise ValueError(f"cannot convert an image with {channels} channels to BGR")
+    return np.ascontiguousarray(image)
+
+
+class _Pacer:
+    """Holds `read` back so frames are handed out no faster than max_fps (None: no limit)."""
+
+    def __init__(self, max_fps: float | None) -> None:
+        self.period_s = 0.0 if max_fps is None else 1.0 / max_fps
+        self.next_at = 0.0
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until the next frame is due (at most timeout_s); True when it is due."""
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, max(timeout_s, 0.0)))
+        now = time.monotonic()
+        if now < self.next_at:
+            return False
+        self.next_at = (self.next_at if self.next_at > now - self.period_s else now) + self.period_s
+        return True
+
+
+class VideoFileSource(Source):
+    """A video file, decoded in order with FFmpeg; timestamps are media time in ms."""
+
+    live = False
+
+    def __init__(self, config: SourceConfig, path: Path, name: str | None = None) -> None:
+        self.name = name or str(path)
+        self._config = config
+        if not path.is_file():
+            raise SourceError(f"video file {path} does not exist")
+        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(f"{path} could not be opened as a video (not a video file, or damaged)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if math.isfinite(fps) and 0 < fps < 1000 else FALLBACK_FPS
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
+        self._index = 0  # ordinal of the next frame the decoder yields
+        self._last_ts = -math.inf
+        self._ended = False
+        self._pacer = _Pacer(config.max_fps)
+        self._counts = {"read": 0, "skipped": 0, "errors": 0}
+        self._last_error: str | None = None
+        self._pending = self._next_frame()
+        if self._pending is None:
+            self.close()
+            raise SourceError(f"{path} opened but contains no decodable video frame")
+
+    @property
+    def finished(self) -> bool:
+        return self._pending is None
+
+    def read(self, timeout_s: float = 1.0) -> Frame | None:
+        if self._pending is None or not self._pacer.wait(timeout_s):
+            return None
+        frame = self._pending
+        self._counts["read"] += 1
+        for _ in range(self._config.stride - 1):
+            if not self._grab():
+                break
+            self._counts["skipped"] += 1
+        self._pending = self._next_frame()
+        if self._pending is None:
+            self.close()
+        return frame
+
+    def _next_frame(self) -> Frame | None:
+        """Decode the next frame; None at the end of the file."""
+        while self._grab():
+            ok, image = self._cap.retrieve()
+            try:
+                if not ok:
+                    raise ValueError("the decoder returned no image")
+                return Frame(to_bgr_uint8(image), self._timestamp_ms(), self._index - 1, self.name)
+            except ValueError as exc:
+                self._error(f"frame {self._index - 1}: {exc}")
+        return None
+
+    def _grab(self) -> bool:
+        """Advance the decoder by one frame, counting undecodable ones on the way; False at the end."""
+        failures = 0
+        while not self._ended:
+            if self._cap.grab():
+                self._index += 1
+                return True
+            position = self._cap.get(cv2.CAP_PROP_POS_FRAMES)
+            if self._frame_count is None or position >= self._frame_count:
+                self._ended = True  # a clean end of file
+                break
+            failures += 1
+            self._error(f"frame {self._index} of {self._frame_count} could not be decoded")
+            if failures >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                logger.warning("%s: stopping after %d undecodable frames in a row (truncated file?)",
+                               self.name, failures)
+                self._ended = True
+        return False
+
+    def _timestamp_ms(self) -> float:
+        """Media time of the frame just decoded; index * 1000 / fps when the container has none."""
+        ts = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        fallback = (self._index - 1) * 1000.0 / self._fps
+        if not math.isfinite(ts) or ts < 0 or (ts == 0 and self._index > 1) or ts <= self._last_ts:
+            ts = max(fallback, self._last_ts + 1000.0 / self._fps)
+        self._last_ts = ts
+        return ts
+
+    def _error(self, message: str) -> None:
+        self._counts["errors"] += 1
+        self._last_error = message
+        logger.debug("%s: %s", self.name, message)
+
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            frames_read=self._counts["read"],
+            frames_skipped=self._counts["skipped"],
+            decode_errors=self._counts["errors"],
+            state=SourceState.ENDED if self.finished else SourceState.CONNECTED,
+            last_error=self._last_error,
+        )
+
+    def close(self) -> None:
+        self._pending = None
+        self._ended = True
+        self._cap.release()
+
+
+def _natural_key(path: Path) -> list[object]:
+    """Sort key that puts img2 before img10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+class ImageFolderSource(Source):
+    """The images of one folder in natural name order; timestamps index * 1000 / folder_fps."""
+
+    live = False
+
+    def __init__(self, config: SourceConfig, folder: Path, name: str | None = None) -> None:
+        self.name = name or str(folder)
+        self._config = config
+        files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+                       key=_natural_key)
+        self._images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if skipped:
+            logger.info("%s: skipping %d non-image file(s), e.g. %s", self.name, len(skipped), skipped[0])
+        self._counts = {"read": 0, "skipped": len(skipped), "errors": 0}
+        self._last_error: str | None = None
+        self._position = 0  # next file in self._images; also the frame index
+        self._pacer = _Pacer(config.max_fps)
+        if not self._images:
+            raise SourceError(f"folder {folder} contains no image files ({len(files)} other file(s))")
+        self._pending = self._next_frame()
+        if self._pending is None:
+            raise SourceError(f"folder {folder}: none of its {len(self._images)} image file(s) could be read")
+
+    @property
+    def finished(self) -> bool:
+        return self._pending is None
+
+    def read(self, timeout_s: float = 1.0) -> Frame | None:
+        if self._pending is None or not self._pacer.wait(timeout_s):
+            return None
+        frame = self._pending
+        self._counts["read"] += 1
+        skip = min(self._config.stride - 1, len(self._images) - self._position)
+        self._position += skip
+        self._counts["skipped"] += skip
+        self._pending = self._next_frame()
+        return frame
+
+    def _next_frame(self) -> Frame | None:
+        """The next readable image, as a frame indexed by its position in the folder; None after the last."""
+        while self._position < len(self._images):
+            path = self._images[self._position]
+            self._position += 1
+            try:
+                data = np.fromfile(path, dtype=np.uint8)
+                image = to_bgr_uint8(cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None)
+            except (OSError, ValueError, cv2.error) as exc:
+                self._counts["errors"] += 1
+                self._last_error = f"{path.name}: {exc}"
+                logger.warning("%s: skipping undecodable image %s", self.name, path.name)
+                continue
+            index = self._position - 1
+            return Frame(image, index * 1000.0 / self._config.folder_fps, index, self.name)
+        return None
+
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            frames_read=self._counts["read"],
+            frames_skipped=self._counts["skipped"],
+            decode_errors=self._counts["errors"],
+            state=SourceState.ENDED if self.finished else SourceState.CONNECTED,
+            last_error=self._last_error,
+        )
+
+    def close(self) -> None:
+        self._pending = None
+
+
+def demo_path() -> Path:
+    """The bundled sample clip behind the spec ``demo``."""
+    from edumood_live.resources import demo_clip_path
+
+    return demo_clip_path()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, so it can be logged and written to outputs."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None = None) -> Source:
+    """Open the source named by ``config.spec``; raises SourceError with one clear line when it cannot.
+
+    ``capture_factory`` replaces the OpenCV capture of a live source (tests drive the webcam path with a
+    file-backed capture this way).
+    """
+    spec = config.spec.strip()
+    scheme = re.match(r"^([a-zA-Z][\w+.-]*)://", spec)
+    if spec == "demo":
+        return VideoFileSource(config, demo_path(), name="demo")
+    if spec == "webcam" or spec.isdigit() or scheme is not None and scheme.group(1).lower() in LIVE_SCHEMES:
+        from edumood_live.live_source import LiveSource  # builds on this module's base classes
+
+        target: str | int = 0 if spec == "webcam" else int(spec) if spec.isdigit() else spec
+        return LiveSource(config, target, capture_factory=capture_factory)
+    if scheme is not None:
+        raise SourceError(
+            f"unknown scheme {scheme.group(1)}:// in source {redact_url(spec)!r}; allowed: "
+            + ", ".join(f"{s}://" for s in LIVE_SCHEMES)
+            + ", 'webcam', a camera index, a video file, a folder of images, 'demo'"
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(config, path)
+    if path.is_file():
+        return VideoFileSource(config, path)
+    raise SourceError(
+        f"source {spec!r}: no such file or folder (other sources: 'webcam', a camera index, rtsp://..., "
+        "http(s)://..., 'demo')"
+    )

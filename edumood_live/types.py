@@ -1,0 +1,123 @@
+"""Typed containers passed between pipeline stages.
+
+Arrays carry the face on their first axis; boxes are ``xyxy`` float32 pixels in frame coordinates.
+Time is the source's monotonic timestamp in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: BGR ``uint8`` image of shape (H, W, 3)."""
+
+    image: np.ndarray
+    timestamp_ms: float
+    index: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Face boxes found in one frame."""
+
+    boxes: np.ndarray  # (N, 4) float32 xyxy pixels
+    scores: np.ndarray  # (N,) float32 in [0, 1]
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if len(boxes) != len(scores):
+            raise ValueError(f"boxes has {len(boxes)} rows but scores has {len(scores)}")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "scores", scores)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: np.ndarray | slice) -> Detections:
+        return Detections(self.boxes[index], self.scores[index])
+
+
+@dataclass(frozen=True)
+class TrackedFaces:
+    """Faces of one frame after tracking: anonymous ids and temporally smoothed class probabilities."""
+
+    track_ids: np.ndarray  # (N,) int64, anonymous, never reused within a run
+    boxes: np.ndarray  # (N, 4) float32 xyxy pixels
+    probs: np.ndarray  # (N, K) float32, smoothed over the track's recent frames, rows sum to 1
+    detected: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))  # (N,) box from detector now
+
+    def __post_init__(self) -> None:
+        n = len(self.track_ids)
+        if len(self.boxes) != n or len(self.probs) != n:
+            raise ValueError(
+                f"track_ids, boxes and probs need the same length, got {n}, {len(self.boxes)}, {len(self.probs)}"
+            )
+        if len(self.detected) != n:
+            object.__setattr__(self, "detected", np.ones((n,), bool))
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+
+class WindowStatus:
+    """Values of `WindowSummary.status`."""
+
+    OK = "ok"  # a full window with frames
+    GAP = "gap"  # no frame arrived in the window (camera down, reconnecting): frames = 0, no shares
+    PARTIAL = "partial"  # the last window of a run that stopped early (end of file, Ctrl-C)
+    SUPPRESSED = "suppressed"  # fewer faces than --min-group: per-class stats withheld
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """Aggregate statistics of one source over one time window (one CSV/JSONL row).
+
+    ``shares`` maps each model label to the fraction of face observations with that label (after
+    per-track smoothing); values sum to 1 when there were faces, and are NaN-free but empty when not.
+    """
+
+    source: str
+    window_start_utc: str  # ISO-8601, UTC
+    window_end_utc: str
+    status: str
+    frames: int
+    fps: float
+    faces_mean: float
+    tracks: int
+    shares: dict[str, float]
+    engagement_index: float | None
+    dominant_label: str | None
+    low_confidence_share: float | None
+    dropped_frames: int
+
+    def to_row(self) -> dict[str, object]:
+        """Flat dict in the documented column order; absent values are ``None``."""
+        row: dict[str, object] = {
+            "window_start": self.window_start_utc,
+            "window_end": self.window_end_utc,
+            "source": self.source,
+            "status": self.status,
+            "frames": self.frames,
+            "fps": round(self.fps, 3),
+            "faces_mean": round(self.faces_mean, 3),
+            "tracks": self.tracks,
+        }
+        for label, share in self.shares.items():
+            row[f"share_{label.lower()}"] = None if share is None else round(share, 4)
+        row["engagement_index"] = None if self.engagement_index is None else round(self.engagement_index, 4)
+        row["dominant_label"] = self.dominant_label
+        row["low_confidence_share"] = (
+            None if self.low_confidence_share is None else round(self.low_confidence_share, 4)
+        )
+        row["dropped_frames"] = self.dropped_frames
+        return row

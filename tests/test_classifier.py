@@ -1,0 +1,235 @@
+"""FaceClassifier: the ONNX metadata contract, metadata-driven preprocessing, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edumood_live import resources
+from edumood_live.classifier import ClassifierConfig, FaceClassifier, softmax, square_boxes
+from edumood_live.errors import ConfigError, ModelError
+
+DEMO_BOXES = np.float32([[78, 95, 118, 135], [308, 109, 361, 162], [209, 83, 255, 129]])  # frame 0
+
+Factory = Callable[..., Path]
+
+# ---------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("device", "gpu", r"device='gpu' is not allowed; use one of 'auto', 'cpu', 'cuda'"),
+        ("pad_mode", "reflect", r"pad_mode='reflect' is not allowed; use one of 'edge', 'zeros'"),
+        ("intra_op_threads", 0, r"intra_op_threads=0 .*1\.\.64"),
+        ("crop_margin", -0.1, r"crop_margin=-0\.1 .*\[0, 1\]"),
+        ("crop_margin", 1.5, r"crop_margin=1\.5"),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ClassifierConfig(**{field: value})
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime offers CUDA"
+)
+def test_cuda_without_provider_is_a_config_error(onnx_classifier_factory: Factory) -> None:
+    with pytest.raises(ConfigError, match=r"device='cuda' .*no CUDAExecutionProvider.*onnxruntime-gpu"):
+        FaceClassifier(ClassifierConfig(model_path=onnx_classifier_factory(), device="cuda"))
+
+
+def test_auto_device_reports_the_provider_used(onnx_classifier_factory: Factory) -> None:
+    with FaceClassifier(ClassifierConfig(model_path=onnx_classifier_factory(), device="auto")) as clf:
+        assert clf.provider in ort.get_available_providers()
+        assert clf.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+
+
+# ---------------------------------------------------------------- the metadata contract
+
+
+def test_missing_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"classifier model .*nope\.onnx does not exist"):
+        FaceClassifier(ClassifierConfig(model_path=tmp_path / "nope.onnx"))
+
+
+def test_non_onnx_bytes_are_a_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not an onnx model" * 50)
+    with pytest.raises(ModelError, match=r"classifier model .*bad\.onnx is not a valid ONNX model: "):
+        FaceClassifier(ClassifierConfig(model_path=bad))
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["labels", "input_size", "channels", "mean", "std", "model_name", "version", "trained_on", "metrics"],
+)
+def test_missing_metadata_key_is_a_model_error(onnx_classifier_factory: Factory, key: str) -> None:
+    path = onnx_classifier_factory(drop_keys=(key,))
+    with pytest.raises(ModelError, match=rf"tiny\.onnx: metadata key '{key}' is missing"):
+        FaceClassifier(ClassifierConfig(model_path=path))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        ({"labels": '["Angry", "Neutral"'}, r"'labels' is not valid JSON"),
+        ({"labels": '"Angry"'}, r"'labels' must be a JSON list of >= 2 distinct non-empty strings"),
+        ({"labels": ["A", "A", "B", "C"]}, r"'labels' must be a JSON list"),
+        ({"input_size": [64]}, r"'input_size' must be \[H, W\]"),
+        ({"input_size": [64.0, 64.0]}, r"'input_size' must be \[H, W\]"),
+        ({"channels": 2}, r"'channels' must be 1 or 3"),
+        ({"mean": [0.5, 0.5]}, r"'mean' must be a number or a list of 1 numbers"),
+        ({"std": [0.0]}, r"'std' must be > 0"),
+        ({"std": "abc"}, r"'std' is not valid JSON"),
+        ({"model_name": " "}, r"'model_name' is missing or empty"),
+        ({"metrics": [1, 2]}, r"'metrics' must be a JSON object"),
+        ({"channel_order": "GBR"}, r"'channel_order' must be 'RGB' or 'BGR'"),
+    ],
+)
+def test_invalid_metadata_is_a_model_error(
+    onnx_classifier_factory: Factory, metadata: dict, match: str
+) -> None:
+    with pytest.raises(ModelError, match=r"classifier model .*tiny\.onnx: metadata key " + match):
+        FaceClassifier(ClassifierConfig(model_path=onnx_classifier_factory(metadata=metadata)))
+
+
+def test_output_width_must_match_labels(onnx_classifier_factory: Factory) -> None:
+    path = onnx_classifier_factory(weights=np.ones((1, 3), np.float32))  # 3 logits, 4 labels
+    with pytest.raises(ModelError, match=r"gives shape \[2, 3\] .*'labels' has 4 entries; expected \[2, 4\]"):
+        FaceClassifier(ClassifierConfig(model_path=path))
+
+
+def test_input_shape_must_match_metadata(onnx_classifier_factory: Factory) -> None:
+    path = onnx_classifier_factory(input_size=(48, 48), metadata={"input_size": [64, 64]})
+    with pytest.raises(
+        ModelError, match=r"input shape \['N', 1, 48, 48\] disagrees with metadata input_size H=64"
+    ):
+        FaceClassifier(ClassifierConfig(model_path=path))
+
+
+def test_metadata_is_exposed(onnx_classifier_factory: Factory) -> None:
+    path = onnx_classifier_factory(metadata={"extra_note": "kept"})
+    with FaceClassifier(ClassifierConfig(model_path=path)) as clf:
+        assert clf.labels == ("Angry", "Neutral", "Engaged", "Bored")
+        assert clf.input_size == (64, 64) and clf.channels == 1
+        assert clf.metadata["model_name"] == "tiny-test-classifier"
+        assert clf.metadata["trained_on"]["datasets"] == []
+        assert clf.metadata["extra_note"] == "kept"
+
+
+# ---------------------------------------------------------------- preprocessing driven by metadata
+
+BGR = (10, 100, 200)  # a uniform colour frame: every crop has known channel means
+MEAN, STD = [0.2, 0.4, 0.6], [0.5, 0.25, 0.125]
+
+
+def _uniform_frame() -> np.ndarray:
+    return np.broadcast_to(np.uint8(BGR), (270, 480, 3)).copy()
+
+
+@pytest.mark.parametrize(
+    ("channel_order", "pixels"),
+    [("RGB", [200, 100, 10]), ("BGR", [10, 100, 200])],
+)
+def test_colour_model_gets_normalised_channels(
+    onnx_classifier_factory: Factory, channel_order: str, pixels: list[int]
+) -> None:
+    path = onnx_classifier_factory(
+        labels=["a", "b", "c"],
+        input_size=(32, 32),
+        channels=3,
+        weights=np.eye(3, dtype=np.float32),  # logits = per-channel means of the normalised batch
+        metadata={"mean": MEAN, "std": STD, "channel_order": channel_order},
+    )
+    with FaceClassifier(ClassifierConfig(model_path=path)) as clf:
+        batch = clf.preprocess(_uniform_frame(), DEMO_BOXES)
+        probs = clf.classify(_uniform_frame(), DEMO_BOXES)
+    expected = (np.float32(pixels) / 255 - np.float32(MEAN)) / np.float32(STD)
+    assert batch.shape == (3, 3, 32, 32) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[1, :, 5, 7], expected, rtol=1e-5)
+    np.testing.assert_allclose(probs, softmax(np.tile(expected, (3, 1))), rtol=1e-5)
+
+
+def test_grey_model_gets_resized_grey_crops(onnx_classifier_factory: Factory) -> None:
+    path = onnx_classifier_factory(input_size=(24, 16), channels=1, metadata={"mean": 0.0, "std": 1.0})
+    with FaceClassifier(ClassifierConfig(model_path=path)) as clf:
+        batch = clf.preprocess(_uniform_frame(), DEMO_BOXES[:2])
+    grey = (0.114 * BGR[0] + 0.587 * BGR[1] + 0.299 * BGR[2]) / 255  # OpenCV's BGR2GRAY weights
+    assert batch.shape == (2, 1, 24, 16)
+    np.testing.assert_allclose(batch, grey, atol=1 / 255)
+
+
+@pytest.mark.parametrize(("pad_mode", "corner_value"), [("edge", 100 / 255), ("zeros", 0.0)])
+def test_crops_leaving_the_frame_are_padded(
+    onnx_classifier_factory: Factory, pad_mode: str, corner_value: float
+) -> None:
+    path = onnx_classifier_factory(input_size=(32, 32), metadata={"mean": 0.0, "std": 1.0})
+    frame = np.full((100, 100, 3), 100, np.uint8)
+    with FaceClassifier(ClassifierConfig(model_path=path, pad_mode=pad_mode, crop_margin=0.5)) as clf:
+        batch = clf.preprocess(frame, np.float32([[0, 0, 20, 20]]))  # square (-10, -10, 30, 30)
+    assert batch[0, 0, 0, 0] == pytest.approx(corner_value, abs=1 / 255)
+    assert batch[0, 0, 31, 31] == pytest.approx(100 / 255, abs=1 / 255)
+
+
+@pytest.mark.parametrize(
+    ("box", "margin", "square"),
+    [
+        ([10, 20, 50, 40], 0.0, [10, 10, 50, 50]),  # 40x20 box -> 40 px square on its centre
+        ([10, 20, 50, 40], 0.15, [4, 4, 56, 56]),  # side 40 * 1.3 = 52
+        ([0, 0, 10, 10], 0.5, [-5, -5, 15, 15]),
+    ],
+)
+def test_square_boxes(box: list[float], margin: float, square: list[int]) -> None:
+    assert square_boxes(np.float32([box]), margin).tolist() == [square]
+
+
+# ---------------------------------------------------------------- classification
+
+
+def test_batch_equals_single_faces(
+    tiny_classifier_path: Path, demo_frames: list[np.ndarray], onnx_classifier_factory: Factory
+) -> None:
+    weights = np.float32([[1.0, -1.0, 0.5, 2.0]])
+    path = onnx_classifier_factory(weights=weights)
+    frame = demo_frames[0]
+    with FaceClassifier(ClassifierConfig(model_path=path)) as clf:
+        together = clf.classify(frame, DEMO_BOXES)
+        alone = np.concatenate([clf.classify(frame, box[None]) for box in DEMO_BOXES])
+        empty = clf.classify(frame, np.zeros((0, 4), np.float32))
+    assert together.shape == (3, 4) and together.dtype == np.float32
+    np.testing.assert_allclose(together.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(together, alone, rtol=1e-6)
+    assert empty.shape == (0, 4)
+
+
+def test_shipped_model_classifies_demo_faces(classifier_path: Path, demo_frames: list[np.ndarray]) -> None:
+    with FaceClassifier(ClassifierConfig(model_path=classifier_path, device="cpu")) as clf:
+        probs = clf.classify(demo_frames[0], DEMO_BOXES)
+        assert clf.provider == "CPUExecutionProvider"
+        assert probs.shape == (3, len(clf.labels))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs >= 0).all()
+
+
+def test_classify_after_close_is_an_error(tiny_classifier_path: Path) -> None:
+    clf = FaceClassifier(ClassifierConfig(model_path=tiny_classifier_path))
+    clf.close()
+    with pytest.raises(RuntimeError, match=r"classify\(\) called after close\(\)"):
+        clf.classify(np.zeros((64, 64, 3), np.uint8), DEMO_BOXES[:1])
+
+
+def test_missing_shipped_classifier_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resources, "CLASSIFIER_FILE", "absent.onnx")
+    with pytest.raises(ModelError, match=r"shipped classifier model absent\.onnx not found .*--model PATH"):
+        FaceClassifier(ClassifierConfig())
+
+
+def test_non_bgr_frame_is_rejected(tiny_classifier_path: Path) -> None:
+    clf = FaceClassifier(ClassifierConfig(model_path=tiny_classifier_path))
+    with pytest.raises(ValueError, match=r"expected a BGR uint8 \(H, W, 3\) image"):
+        clf.classify(np.zeros((64, 64), np.uint8), DEMO_BOXES[:1])

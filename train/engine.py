@@ -1,0 +1,119 @@
+"""Batch augmentation, one training epoch, evaluation and temperature calibration.
+
+Data lives in memory as uint8 tensors; augmentation runs on whole batches (one affine grid per batch)
+so a 2-core CPU spends its time in the network, not in Python image code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEAN, STD = 0.5, 0.5  # global normalisation written into the ONNX metadata
+
+
+def to_input(batch_u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, h, w) -> normalised float32 (N, C, H, W) as the runtime prepares it."""
+    x = batch_u8.float().div_(255.0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (x - MEAN) / STD
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random flip, scale, rotation, shift, brightness/contrast and erasing, per sample."""
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device="cpu").mul_(hi - lo).add_(lo).to(x.device)
+
+    angle = uniform(-15, 15) * math.pi / 180
+    scale = uniform(0.88, 1.15)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).to(x.device)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, uniform(-0.08, 0.08)], 1),
+                         torch.stack([sin * flip, cos, uniform(-0.08, 0.08)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = uniform(0.7, 1.3).view(n, 1, 1, 1)
+    brightness = uniform(-0.3, 0.3).view(n, 1, 1, 1)
+    x = x * contrast + brightness
+    # random erasing of one rectangle in half the images (occlusion by hands, hair, glasses)
+    h, w = x.shape[-2:]
+    erase = torch.rand(n, generator=generator) < 0.5
+    for i in torch.nonzero(erase).flatten().tolist():
+        eh, ew = int(h * (0.15 + 0.25 * torch.rand(1, generator=generator))), int(
+            w * (0.15 + 0.25 * torch.rand(1, generator=generator)))
+        top = int(torch.randint(0, h - eh + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - ew + 1, (1,), generator=generator))
+        x[i, :, top:top + eh, left:left + ew] = float(torch.randn(1, generator=generator))
+    return x
+
+
+def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, order: np.ndarray,
+                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    loss_fn: nn.Module, size: tuple[int, int], batch_size: int, device: torch.device,
+                    generator: torch.Generator, scaler: torch.amp.GradScaler | None,
+                    on_batch: Callable[[int], None] | None = None) -> float:
+    """One pass over ``order`` (sample indices); returns the mean training loss."""
+    model.train()
+    total, seen = 0.0, 0
+    autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
+    for start in range(0, len(order), batch_size):
+        idx = torch.from_numpy(order[start:start + batch_size])
+        if len(idx) < 2:
+            continue  # batch norm needs two samples
+        x = augment(to_input(images[idx].to(device, non_blocking=True), size), generator)
+        y = targets[idx].to(device, non_blocking=True)
+        with autocast:
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx))
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int], device: torch.device,
+                   batch_size: int = 512, tta_flip: bool = False) -> torch.Tensor:
+    """Logits for every image (no augmentation; optional horizontal-flip averaging)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_input(images[start:start + batch_size].to(device), size)
+        logits = model(x)
+        if tta_flip:
+            logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+        out.append(logits.float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 minimising validation NLL of logits / T."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))

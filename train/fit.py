@@ -1,0 +1,232 @@
+"""Train one model from a recipe: seeded, checkpointed, early-stopped on validation macro-F1.
+
+Everything a run produces lands in one folder: ``config.json`` (the resolved config), ``manifest.json``
+(counts per split/source/label and the file-list hash), ``last.pt`` (resumable), ``best.pt``,
+``metrics.json`` and ``confusion_<split>.png``. Multi-GPU runs go through ``torchrun`` (DDP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from train.data import SPLITS, Dataset, build_dataset
+from train.engine import fit_temperature, predict_logits, train_one_epoch
+from train.metrics import classification_metrics, plot_confusion
+from train.models import ARCHS, build_model, count_parameters
+from train.recipe import load_recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str
+    arch: str = "fast"
+    data_root: str = "../shared/datasets"
+    out_dir: str = "runs/model"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    patience: int = 8
+    seed: int = 0
+    init_from: str | None = None  # checkpoint whose weights (all but head.*) start this run
+    exclude_heldout_of: str | None = None  # recipe whose val/test images must not be trained on
+    source_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per source
+    balance: str = "class"  # "class": every label sampled equally often; "none": natural frequencies
+    max_train_images: int | None = None  # cap (tests, quick runs)
+    device: str = "auto"
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch {self.arch!r} is not allowed; choose one of {', '.join(ARCHS)}")
+        for name in ("epochs", "batch_size", "patience", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.balance not in ("class", "none"):
+            raise ValueError(f"balance {self.balance!r} is not allowed; choose class or none")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not allowed; choose auto, cpu or cuda")
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch sees no CUDA GPU")
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _load_data(cfg: TrainConfig, size: tuple[int, int], channels: int, cache: Path) -> Dataset:
+    recipe = load_recipe(Path(cfg.recipe))
+    data = build_dataset(recipe, Path(cfg.data_root), size, channels, cache_dir=cache)
+    if cfg.exclude_heldout_of:
+        other = build_dataset(load_recipe(Path(cfg.exclude_heldout_of)), Path(cfg.data_root), size, channels,
+                              cache_dir=cache)
+        held_out = {h for h, s in zip(other.hashes, other.split, strict=True) if s != SPLITS.index("train")}
+        keep = np.array([h not in held_out for h in data.hashes])
+        data.skipped = {**data.skipped, f"held out by {Path(cfg.exclude_heldout_of).name}": int((~keep).sum())}
+        data = data.subset(keep)
+    return data
+
+
+def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, float],
+                      balance: str) -> np.ndarray:
+    """Sampling probabilities: per source weight, and with ``balance='class'`` equal mass per label."""
+    if balance == "none":
+        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]])
+        return w / w.sum()
+    weights = np.zeros(len(idx))
+    for k in range(len(data.labels)):
+        in_class = data.targets[idx] == k
+        if not in_class.any():
+            continue
+        src = data.source[idx][in_class]
+        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in src])
+        weights[in_class] = w / w.sum()
+    return weights / weights.sum()
+
+
+def _evaluate(model: nn.Module, data: Dataset, mask: np.ndarray, size: tuple[int, int], device: torch.device,
+              temperature: float = 1.0) -> tuple[dict, torch.Tensor]:
+    images = torch.from_numpy(data.images[mask])
+    logits = predict_logits(model, images, size, device) / temperature
+    y_true = data.targets[mask]
+    metrics = classification_metrics(y_true, logits.argmax(1).numpy(), data.labels) if len(y_true) else {}
+    return metrics, logits
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train, calibrate and test; returns the final metrics dict (also written to metrics.json)."""
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    device = _device(cfg.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.cuda.set_device(device) if device.type == "cuda" else None
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    torch.manual_seed(cfg.seed + rank)
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = (ARCHS[cfg.arch].input_size,) * 2
+    data = _load_data(cfg, size, 1, Path("runs/cache"))
+    train_idx = np.flatnonzero(data.split_mask("train"))
+    if cfg.max_train_images is not None:
+        train_idx = np.random.default_rng(cfg.seed).permutation(train_idx)[: cfg.max_train_images]
+    manifest = {**data.manifest(), "train_images_used": int(len(train_idx))}
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    model = build_model(cfg.arch, len(data.labels)).to(device)
+    if cfg.init_from:
+        state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
+        missing = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")},
+                                        strict=False)
+        log.info("initialised from %s (not loaded: %s)", cfg.init_from, missing.missing_keys)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    steps_per_epoch = max(1, len(train_idx) // world // cfg.batch_size)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs *
+                                                    (steps_per_epoch + 1), pct_start=0.15)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    start_epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
+    last = out / "last.pt"
+    if last.exists():  # resume
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_f1, best_epoch, history = (ckpt["epoch"] + 1, ckpt["best_f1"], ckpt["best_epoch"],
+                                                     ckpt["history"])
+        log.info("resuming %s at epoch %d", last, start_epoch)
+
+    images = torch.from_numpy(data.images)
+    targets = torch.from_numpy(data.targets)
+    weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance)
+    val_mask = data.split_mask("val")
+    meta = {"labels": list(data.labels), "arch": cfg.arch, "input_size": list(size), "channels": 1,
+            "recipe": load_recipe(Path(cfg.recipe)).name, "params": count_parameters(model)}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=rank != 0)
+    with progress:
+        task = progress.add_task("epoch", total=steps_per_epoch * cfg.batch_size, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            if epoch - best_epoch > cfg.patience and best_epoch >= 0:
+                log.info("early stop: no val macro-F1 gain for %d epochs", cfg.patience)
+                break
+            rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+            order = rng.choice(train_idx, size=steps_per_epoch * cfg.batch_size * world, p=weights)
+            order = order[rank::world]
+            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + rank)
+            progress.reset(task, description=f"epoch {epoch + 1}/{cfg.epochs}")
+            t0 = time.perf_counter()
+            loss = train_one_epoch(net, images, targets, order, optimizer, scheduler, loss_fn, size,
+                                   cfg.batch_size, device, generator, scaler,
+                                   on_batch=lambda n: progress.advance(task, n))
+            if rank != 0:
+                continue
+            val, _ = _evaluate(model, data, val_mask, size, device)
+            history.append({"epoch": epoch, "loss": loss, "val_macro_f1": val["macro_f1"],
+                            "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t0})
+            progress.update(task, info=f"loss {loss:.3f} val macro-F1 {val['macro_f1']:.3f}")
+            log.info("epoch %d loss %.4f val acc %.4f macro-F1 %.4f (%.0f s)", epoch + 1, loss,
+                     val["accuracy"], val["macro_f1"], history[-1]["seconds"])
+            if val["macro_f1"] > best_f1:
+                best_f1, best_epoch = val["macro_f1"], epoch
+                torch.save({"model": model.state_dict(), "meta": meta, "epoch": epoch}, out / "best.pt")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
+                        "best_epoch": best_epoch, "history": history, "meta": meta}, last)
+    if distributed:
+        dist.barrier()
+    if rank != 0:
+        dist.destroy_process_group()
+        return {}
+    return finalize(out, data, device, history)
+
+
+def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]) -> dict:
+    """Load the best epoch, calibrate its temperature on validation, test, write metrics and plots."""
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    meta = best["meta"]
+    model = build_model(meta["arch"], len(data.labels)).to(device)
+    model.load_state_dict(best["model"])
+    size = tuple(meta["input_size"])
+    _, val_logits = _evaluate(model, data, data.split_mask("val"), size, device)
+    temperature = fit_temperature(val_logits, torch.from_numpy(data.targets[data.split_mask("val")]))
+    results: dict = {"best_epoch": best["epoch"], "temperature": temperature, "history": history, "splits": {}}
+    for split in ("val", "test"):
+        mask = data.split_mask(split)
+        if not mask.any():
+            continue
+        overall, _ = _evaluate(model, data, mask, size, device, temperature)
+        per_source = {}
+        for s_id, s_name in enumerate(data.source_names):
+            m = mask & (data.source == s_id)
+            if m.any():
+                per_source[s_name], _ = _evaluate(model, data, m, size, device, temperature)
+        results["splits"][split] = {"all": overall, "by_source": per_source}
+        plot_confusion(overall["confusion_matrix"], data.labels,
+                       f"{meta['arch']} — {split} split (n={overall['n']})", out / f"confusion_{split}.png")
+    best["meta"] = {**meta, "temperature": temperature, "metrics": results["splits"]}
+    torch.save(best, out / "best.pt")
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    return results
