@@ -1,0 +1,90 @@
+"""EduMood Live: class-level engagement statistics from classroom or meeting video.
+
+The public API is small::
+
+    from edumood_live import Pipeline, RunConfig, OutputConfig, run
+
+    config = RunConfig(sources=("lesson.mp4",), window_s=10, output=OutputConfig(csv_path="lesson.csv"))
+    for row in Pipeline(config).run():      # WindowSummary per source and window, as windows close
+        print(row.to_row())
+
+    rows = run(config)                      # the same, to the end, as a list
+
+Stage configs (`SourceConfig`, `DetectorConfig`, `ClassifierConfig`, `TrackerConfig`) live in their
+modules and are re-exported here. Names are imported lazily, so ``import edumood_live`` stays cheap
+(MediaPipe and onnxruntime load on first use).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module, metadata
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = metadata.version("edumood-live")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "Pipeline": "edumood_live.pipeline",
+    "run": "edumood_live.pipeline",
+    "RunConfig": "edumood_live.config",
+    "OutputConfig": "edumood_live.config",
+    "PipelineStats": "edumood_live.stats",
+    "SourceConfig": "edumood_live.sources",
+    "DetectorConfig": "edumood_live.detector",
+    "ClassifierConfig": "edumood_live.classifier",
+    "TrackerConfig": "edumood_live.tracker",
+    "WindowSummary": "edumood_live.types",
+    "WindowStatus": "edumood_live.types",
+    "EduMoodError": "edumood_live.errors",
+    "ConfigError": "edumood_live.errors",
+    "SourceError": "edumood_live.errors",
+    "ModelError": "edumood_live.errors",
+    "OutputError": "edumood_live.errors",
+}
+
+__all__ = [
+    "ClassifierConfig",
+    "ConfigError",
+    "DetectorConfig",
+    "EduMoodError",
+    "ModelError",
+    "OutputConfig",
+    "OutputError",
+    "Pipeline",
+    "PipelineStats",
+    "RunConfig",
+    "SourceConfig",
+    "SourceError",
+    "TrackerConfig",
+    "WindowStatus",
+    "WindowSummary",
+    "__version__",
+    "run",
+]
+
+if TYPE_CHECKING:
+    from edumood_live.classifier import ClassifierConfig
+    from edumood_live.config import OutputConfig, RunConfig
+    from edumood_live.detector import DetectorConfig
+    from edumood_live.errors import ConfigError, EduMoodError, ModelError, OutputError, SourceError
+    from edumood_live.pipeline import Pipeline, run
+    from edumood_live.sources import SourceConfig
+    from edumood_live.stats import PipelineStats
+    from edumood_live.tracker import TrackerConfig
+    from edumood_live.types import WindowStatus, WindowSummary
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edumood_live' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

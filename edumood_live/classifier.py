@@ -61,6 +61,9 @@ class ClassifierConfig:
     model_path: Path | None = None  # None = shipped model
     device: Device | str = Device.AUTO
     intra_op_threads: int = 1  # onnxruntime threads; 1 leaves the other core to the detector
+    # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
+    # takes a core from the detector between classifier calls (benchmarks/README.md measures it).
+    allow_spinning: bool = False
     crop_margin: float = 0.15  # square crop of side max(w, h) * (1 + 2 * margin) around the box centre
     pad_mode: PadMode | str = PadMode.EDGE
 
@@ -76,6 +79,8 @@ class ClassifierConfig:
             raise ConfigError(
                 f"intra_op_threads={self.intra_op_threads!r} is not allowed; use an integer in 1..64"
             )
+        if not isinstance(self.allow_spinning, bool):
+            raise ConfigError(f"allow_spinning={self.allow_spinning!r} is not allowed; use True or False")
         if not 0.0 <= self.crop_margin <= 1.0:
             raise ConfigError(f"crop_margin={self.crop_margin!r} is not allowed; use a value in [0, 1]")
 
@@ -265,8 +270,9 @@ class FaceClassifier:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        spinning = "1" if self.config.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         try:
             session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types

@@ -60,7 +60,8 @@ class TrackedFaces:
         n = len(self.track_ids)
         if len(self.boxes) != n or len(self.probs) != n:
             raise ValueError(
-                f"track_ids, boxes and probs need the same length, got {n}, {len(self.boxes)}, {len(self.probs)}"
+                "track_ids, boxes and probs need the same length, got "
+                f"{n}, {len(self.boxes)}, {len(self.probs)}"
             )
         if len(self.detected) != n:
             object.__setattr__(self, "detected", np.ones((n,), bool))

@@ -47,7 +47,8 @@ class Dataset:
         idx = np.flatnonzero(mask)
         return Dataset(
             self.labels, self.images[idx], self.targets[idx], self.split[idx], self.source[idx],
-            self.source_names, [self.paths[i] for i in idx], [self.hashes[i] for i in idx], dict(self.skipped),
+            self.source_names, [self.paths[i] for i in idx], [self.hashes[i] for i in idx],
+            dict(self.skipped),
         )
 
     def split_mask(self, name: str) -> np.ndarray:
@@ -105,13 +106,19 @@ class _Item:
 
 
 class _FaceCropper:
-    """Largest-face crop of a full frame with the runtime's detector and crop geometry."""
+    """Largest-face crop of a full frame with the runtime's detector and crop geometry.
 
-    def __init__(self) -> None:
-        from edumood_live.classifier import crop_faces
+    Crops go straight to the model input size with the runtime's own ``crop_square``, so a face seen
+    in training is cut and resized exactly as the live pipeline will cut it.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        from edumood_live.classifier import ClassifierConfig, PadMode, crop_square, square_boxes
         from edumood_live.detector import DetectorConfig, FaceDetector
 
-        self._crop = crop_faces
+        self._size = size
+        self._margin = ClassifierConfig().crop_margin
+        self._square_boxes, self._crop_square, self._pad = square_boxes, crop_square, PadMode.EDGE
         self._detector = FaceDetector(DetectorConfig(tiles="1x1"))
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
@@ -119,7 +126,9 @@ class _FaceCropper:
         if len(detections) == 0:
             return None
         box = detections.boxes[np.argmax(detections.scores)]
-        return self._crop(frame, box[None])[0]
+        out = np.empty((*self._size, 3), np.uint8)
+        self._crop_square(frame, self._square_boxes(box[None], self._margin)[0], self._size, self._pad, out)
+        return out
 
     def close(self) -> None:
         self._detector.close()
@@ -148,7 +157,7 @@ def _scan(spec: SourceSpec, roots: list[Path], labels: tuple[str, ...]) -> list[
 
 def _load_items(spec: SourceSpec, items: list[_Item], size: tuple[int, int], channels: int,
                 skipped: Counter) -> None:
-    cropper = _FaceCropper() if spec.kind == "frames" else None
+    cropper = _FaceCropper(size) if spec.kind == "frames" else None
     try:
         for item in items:
             image = _decode(item.path)
@@ -207,7 +216,8 @@ def _assign_splits(items: list[_Item], sources: list[str], val: float, test: flo
         cells[(source, item.target)][item.group].append(i)
     for (source, target), groups in cells.items():
         keys = sorted(groups)
-        cell_seed = int.from_bytes(hashlib.sha256(f"{seed}/{source}/{target}".encode()).digest()[:8], "little")
+        digest = hashlib.sha256(f"{seed}/{source}/{target}".encode()).digest()
+        cell_seed = int.from_bytes(digest[:8], "little")
         np.random.default_rng(cell_seed).shuffle(keys)
         n = len(keys)
         n_test, n_val = round(n * test), round(n * val)

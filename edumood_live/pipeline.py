@@ -1,0 +1,429 @@
+"""The one loop that wires the stages: source -> detector -> classifier -> tracker -> aggregator -> sinks.
+
+Per frame of each source::
+
+    frame = source.read(timeout)                      # round-robin over the sources
+    if the detector is due (every K frames):          # DetectSchedule
+        faces = tracker.update(detector.detect(f), classifier.classify(f, boxes))
+    else:                                             # carried frame
+        faces = tracker.carry(classifier.classify(f, tracker.active_boxes(t)))
+    rows = aggregator.add(faces)  ->  every sink.write(row)
+
+Each source has its own tracker and aggregator; the detector and the classifier are shared. Live
+sources that deliver nothing are `advance`d so that windows without frames become GAP rows. A source
+that ends or fails gets its final (partial) window and drops out; the others go on. `stop()` (thread-
+and signal-safe) ends the run the same way. Stages never import each other; only this module does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+
+import numpy as np
+
+from edumood_live.aggregator import Aggregator, AggregatorConfig, engagement_index
+from edumood_live.classifier import FaceClassifier
+from edumood_live.config import RunConfig
+from edumood_live.console import LiveState
+from edumood_live.detector import FaceDetector
+from edumood_live.errors import ConfigError, EduMoodError, SourceError
+from edumood_live.outputs import (
+    AnnotationOutput,
+    LiveSink,
+    WindowSink,
+    close_all,
+    open_file_sinks,
+    preflight,
+)
+from edumood_live.schedule import DetectSchedule
+from edumood_live.sources import Source, SourceState, open_source
+from edumood_live.stats import FrameTimes, PipelineStats
+from edumood_live.tracker import Tracker
+from edumood_live.types import Frame, TrackedFaces, WindowSummary
+
+logger = logging.getLogger(__name__)
+
+LIVE_GAP_GRACE_MS = 1000.0  # a live source silent this long has its empty windows closed as gaps
+MAX_BAD_FRAMES_IN_A_ROW = 50  # more failing frames in a row than this is a broken setup, not bad luck
+FPS_WINDOW_S = 2.0  # the live view's frame rate is measured over this much wall time
+
+
+def _now_ms() -> float:
+    """The live sources' clock: monotonic milliseconds."""
+    return time.monotonic() * 1000.0
+
+
+@dataclass
+class _Feed:
+    """One source and its per-source stages and state during a run."""
+
+    name: str
+    source: Source
+    tracker: Tracker
+    aggregator: Aggregator
+    schedule: DetectSchedule
+    first_ts: float | None = None
+    last_ts: float | None = None
+    done: bool = False
+    final_state: str | None = None
+    bad_in_a_row: int = 0
+    sizes_seen: set[tuple[int, int]] = field(default_factory=set)
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def fps(self) -> float:
+        """Frames per wall second over the last `FPS_WINDOW_S`."""
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] > FPS_WINDOW_S:
+            self.recent.popleft()
+        if len(self.recent) < 2:
+            return 0.0
+        span = self.recent[-1] - self.recent[0]
+        return (len(self.recent) - 1) / span if span > 0 else 0.0
+
+
+class Pipeline:
+    """One run over one or more sources; `run()` yields each `WindowSummary` as its window closes.
+
+    Construction opens everything (classifier, output checks, sources, detector, file sinks) and
+    raises an `EduMoodError` with one clear line when something cannot be used, before any frame is
+    processed. `sinks` are extra sinks (e.g. `console.ConsoleSink`); `sources` are already-open sources
+    to use instead of opening ``config.sources``. The pipeline closes all of them at the end.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        sinks: Sequence[WindowSink] = (),
+        sources: Sequence[Source] | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = PipelineStats()
+        self.source_states: dict[str, str] = {}  # name -> final state: ended, failed or stopped
+        self._stop = threading.Event()
+        self._started = False
+        self._sources: list[Source] = list(sources or [])
+        self._sinks: list[WindowSink] = list(sinks)
+        self._file_sinks: list[WindowSink] = []
+        self._annotation: AnnotationOutput | None = None
+        self._detector: FaceDetector | None = None
+        self._classifier: FaceClassifier | None = None
+        try:
+            self._classifier = FaceClassifier(config.classifier)
+            self.labels: tuple[str, ...] = self._classifier.labels
+            preflight(config.output, self.labels)
+            if sources is None:
+                for source_config in config.sources:
+                    self._sources.append(open_source(source_config))
+            if config.output.annotate_path is not None and len(self._sources) != 1:
+                raise ConfigError(
+                    f"annotate_path={str(config.output.annotate_path)!r} is not allowed with "
+                    f"{len(self._sources)} sources; an annotated video needs exactly one source"
+                )
+            self._detector = FaceDetector(config.detector)
+            self._file_sinks = open_file_sinks(config.output, self.labels)
+            if config.output.annotate_path is not None:
+                out = config.output
+                self._annotation = AnnotationOutput(out.annotate_path, self.labels, out.blur)
+        except BaseException:
+            self.close()
+            raise
+        self.source_names = _unique_names([s.name for s in self._sources])
+        self._live_sinks = [s for s in self._sinks if isinstance(s, LiveSink)]
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime provider the classifier runs on, e.g. ``CPUExecutionProvider``."""
+        return self._classifier.provider if self._classifier else ""
+
+    def describe(self) -> str:
+        """One line: sources, model, provider, tiling, detection interval, window."""
+        assert self._classifier is not None
+        meta = self._classifier.meta
+        det = self.config.detector
+        tiles = f"auto (min face {det.min_face_px} px)" if det.tiles == "auto" else det.tiles
+        return (
+            f"sources: {', '.join(self.source_names)}; model {meta.model_name} {meta.version} "
+            f"({self._classifier.model_path.name}) on {self.provider.removesuffix('ExecutionProvider')}; "
+            f"tiles {tiles}; detect every {self.config.detect_every}; window {self.config.window_s:g} s; "
+            f"min group {self.config.min_group}"
+        )
+
+    def stop(self) -> None:
+        """Ask the run to end: final windows are written (marked partial), sinks closed. Thread- and
+        signal-handler-safe; returns at once."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stop.is_set()
+
+    def run(self) -> Iterator[WindowSummary]:
+        """Process the sources until they end, `stop()` or ``duration_s``; yields rows as windows close.
+
+        Rows are written to the sinks before they are yielded. Closing the iterator early still writes
+        the final windows and closes everything. Can be called once.
+        """
+        if self._started:
+            raise RuntimeError("Pipeline.run() can be called only once; build a new Pipeline")
+        self._started = True
+        started = time.monotonic()
+        start_utc = datetime.now(timezone.utc)
+        pairs = zip(self.source_names, self._sources, strict=True)
+        feeds = [self._new_feed(name, source, start_utc) for name, source in pairs]
+        try:
+            yield from self._loop(feeds, started)
+            for feed in feeds:
+                yield from self._emit(feed, self._finish(feed))
+        finally:
+            for feed in feeds:  # an exception or an abandoned iterator: still close the windows
+                if not feed.done:
+                    try:
+                        self._write(feed, self._finish(feed))
+                    except EduMoodError as exc:  # e.g. the disk that failed the run is still full
+                        logger.error("%s: could not write the final window: %s", feed.name, exc)
+                    except Exception:
+                        logger.exception("%s: could not write the final window", feed.name)
+            self.stats.add(wall_s=time.monotonic() - started)
+            self.close()
+            logger.info("run finished: %s", self.stats.summary())
+
+    def close(self) -> None:
+        """Release sources, models and sinks (idempotent); raises the first OutputError of a sink."""
+        for source in self._sources:
+            source.close()
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+        if self._classifier is not None:
+            self._classifier.close()
+        annotation, self._annotation = self._annotation, None
+        sinks = [*([annotation] if annotation else []), *self._file_sinks, *self._sinks]
+        self._file_sinks, self._sinks, self._live_sinks = [], [], []
+        close_all(sinks)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- the loop
+
+    def _new_feed(self, name: str, source: Source, start_utc: datetime) -> _Feed:
+        cfg = self.config
+        aggregator = Aggregator(
+            AggregatorConfig(
+                labels=self.labels, window_s=cfg.window_s, min_group=cfg.min_group,
+                low_confidence=cfg.low_confidence, source=name, start_utc=start_utc,
+                per_track=cfg.output.per_track,
+            )
+        )  # fmt: skip
+        if source.live:
+            aggregator.advance(_now_ms())  # windows of a live source start now, frames or not
+        return _Feed(name, source, Tracker(cfg.tracker), aggregator, DetectSchedule(cfg.detect_every))
+
+    def _loop(self, feeds: list[_Feed], started: float) -> Iterator[WindowSummary]:
+        """Round-robin reads until every source is done, stop() or the duration is over."""
+        duration_s = self.config.duration_s
+        active = list(feeds)
+        idle = False
+        while active and not self._stop.is_set():
+            live = any(f.source.live for f in active)
+            if live and duration_s is not None and time.monotonic() - started >= duration_s:
+                logger.info("duration of %g s reached", duration_s)
+                return
+            timeout_s = self.config.poll_s / len(active) if idle else 0.0
+            idle = True
+            for feed in list(active):
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                try:
+                    frame = feed.source.read(timeout_s)
+                except SourceError as exc:
+                    logger.error("%s: %s", feed.name, exc)
+                    frame, feed.final_state = None, SourceState.FAILED.value
+                read_s = time.perf_counter() - t0
+                if frame is None:
+                    if feed.source.finished or feed.final_state is not None:
+                        active.remove(feed)
+                        yield from self._emit(feed, self._finish(feed))
+                    elif feed.source.live:
+                        yield from self._emit(feed, feed.aggregator.advance(_now_ms() - LIVE_GAP_GRACE_MS))
+                        self._show(feed, None)
+                    continue
+                idle = False
+                if feed.first_ts is None:
+                    feed.first_ts = frame.timestamp_ms
+                elapsed_ms = frame.timestamp_ms - feed.first_ts
+                if not feed.source.live and duration_s is not None and elapsed_ms >= duration_s * 1000.0:
+                    logger.info("%s: duration of %g s of source time reached", feed.name, duration_s)
+                    active.remove(feed)
+                    yield from self._emit(feed, self._finish(feed))
+                    continue
+                yield from self._emit(feed, self._process(feed, frame, read_s))
+
+    def _process(self, feed: _Feed, frame: Frame, read_s: float) -> list[WindowSummary]:
+        """Detect (or carry), classify, track and aggregate one frame; returns the windows it closed."""
+        assert self._detector is not None and self._classifier is not None
+        times = FrameTimes(read=read_s)
+        image, ts = frame.image, frame.timestamp_ms
+        self._log_grid(feed, image)
+        try:
+            detected = feed.schedule.due(ts)
+            t0 = time.perf_counter()
+            if detected:
+                detections = self._detector.detect(image)
+                t1 = time.perf_counter()
+                probs = self._classifier.classify(image, detections.boxes)
+                t2 = time.perf_counter()
+                faces = feed.tracker.update(detections, probs, ts)
+                feed.schedule.observe(faces, ts)
+                times.detect, times.classify = t1 - t0, t2 - t1
+            else:
+                boxes = feed.tracker.active_boxes(ts)
+                probs = self._classifier.classify(image, boxes)
+                t2 = time.perf_counter()
+                faces = feed.tracker.carry(probs, ts)
+                times.classify = t2 - t0
+            stats = feed.source.stats()
+            closed = feed.aggregator.add(faces, ts, stats.frames_dropped)
+            t3 = time.perf_counter()
+            times.track = t3 - t2
+        except (EduMoodError, MemoryError):
+            raise
+        except Exception as exc:  # one bad frame is counted and logged, not fatal
+            self._bad_frame(feed, frame, exc)
+            return []
+        feed.bad_in_a_row = 0
+        feed.last_ts = ts
+        feed.recent.append(time.monotonic())
+        if self._annotation is not None:
+            self._annotation.write(image, faces, ts)
+        self._show(feed, faces, stats.frames_dropped, stats.state, stats.attempt)
+        times.sinks = time.perf_counter() - t3
+        latency_s = (_now_ms() - ts) / 1000.0 if feed.source.live else None
+        self.stats.add_frame(feed.name, times, len(faces), detected, latency_s)
+        return closed
+
+    def _bad_frame(self, feed: _Feed, frame: Frame, exc: Exception) -> None:
+        feed.bad_in_a_row += 1
+        self.stats.add(bad_frames=1)
+        if feed.bad_in_a_row > MAX_BAD_FRAMES_IN_A_ROW:
+            failed = f"{feed.name}: {feed.bad_in_a_row} frames in a row failed"
+            raise RuntimeError(f"{failed}; last: {type(exc).__name__}: {exc}") from exc
+        logger.warning("%s: skipping frame %d (%s: %s)", feed.name, frame.index, type(exc).__name__, exc)
+
+    def _finish(self, feed: _Feed) -> list[WindowSummary]:
+        """Close the source's last windows (PARTIAL when short) and the source itself."""
+        if feed.done:
+            return []
+        feed.done = True
+        stats = feed.source.stats()
+        closed: list[WindowSummary] = []
+        if feed.source.live:
+            now = _now_ms()
+            healthy = stats.state == SourceState.CONNECTED and feed.last_ts is not None
+            if not healthy or now - feed.last_ts > LIVE_GAP_GRACE_MS:  # type: ignore[operator]
+                closed += feed.aggregator.advance(now)  # the silence up to now is a gap
+        closed += feed.aggregator.finish()
+        if feed.final_state is None:
+            feed.final_state = stats.state.value if feed.source.finished else "stopped"
+        if feed.final_state == SourceState.FAILED.value:
+            logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
+        else:
+            logger.info("%s %s after %d frames", feed.name, feed.final_state, stats.frames_read)
+        self.source_states[feed.name] = feed.final_state
+        feed.source.close()
+        self._show(feed, None, stats.frames_dropped, feed.final_state, 0)
+        return closed
+
+    # ----------------------------------------------------------------- outputs
+
+    def _emit(self, feed: _Feed, summaries: list[WindowSummary]) -> Iterator[WindowSummary]:
+        """Write the rows to every sink, then yield them."""
+        if summaries:
+            t0 = time.perf_counter()
+            self._write(feed, summaries)
+            self.stats.add(sinks_s=time.perf_counter() - t0, windows=len(summaries))
+            yield from summaries
+
+    def _write(self, feed: _Feed, summaries: list[WindowSummary]) -> None:
+        for summary in summaries:
+            for sink in (*self._file_sinks, *self._sinks):
+                sink.write(summary)
+        rows = feed.aggregator.track_rows()
+        if rows:
+            for sink in self._file_sinks:
+                sink.write_tracks(rows)  # type: ignore[attr-defined]  # opened with per_track
+
+    def _show(
+        self,
+        feed: _Feed,
+        faces: TrackedFaces | None,
+        dropped: int | None = None,
+        state: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        """Hand the live view this source's current state (the view throttles its redraws)."""
+        if not self._live_sinks:
+            return
+        if dropped is None or state is None or attempt is None:
+            stats = feed.source.stats()
+            dropped, state, attempt = stats.frames_dropped, stats.state, stats.attempt
+        n = 0 if faces is None else len(faces)
+        shares: dict[str, float | None] | None = None
+        index = None
+        if n and n >= max(self.config.min_group, 1):  # below min-group the view withholds shares too
+            assert faces is not None
+            counts = np.bincount(faces.probs.argmax(axis=1), minlength=len(self.labels)) / n
+            shares = {label: float(c) for label, c in zip(self.labels, counts, strict=True)}
+            index = engagement_index(shares)
+        live = LiveState(
+            source=feed.name, fps=feed.fps(), faces=n, tracks=len(feed.tracker), shares=shares,
+            engagement_index=index, dropped=dropped, provider=self.provider,
+            source_state=getattr(state, "value", state), attempt=attempt,
+        )  # fmt: skip
+        for sink in self._live_sinks:
+            sink.update(live)
+
+    def _log_grid(self, feed: _Feed, image: np.ndarray) -> None:
+        """Log the tiling grid once per source and frame size."""
+        h, w = image.shape[:2]
+        if (w, h) in feed.sizes_seen or self._detector is None:
+            return
+        feed.sizes_seen.add((w, h))
+        rows, cols = self._detector.grid_for(w, h)
+        how = "auto" if self.config.detector.tiles == "auto" else "fixed"
+        logger.info("%s: %dx%d frames, tiles %dx%d (%s)", feed.name, w, h, cols, rows, how)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Source names made unique with a ``#2``, ``#3`` suffix where they repeat."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return result
+
+
+def run(config: RunConfig, sinks: Sequence[WindowSink] = ()) -> list[WindowSummary]:
+    """Run a pipeline to the end and return every window row (give ``duration_s`` for live sources)."""
+    pipeline = Pipeline(config, sinks=sinks)
+    return list(pipeline.run())
+
+
+__all__ = ["Pipeline", "PipelineStats", "run"]

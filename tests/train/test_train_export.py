@@ -1,0 +1,70 @@
+"""A tiny real train -> ONNX export -> onnxruntime load -> metadata and parity check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edumood_live.classifier import ClassifierConfig, FaceClassifier
+from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
+from train.data import build_dataset
+from train.fit import TrainConfig, run
+from train.recipe import load_recipe
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_face_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(recipe=str(tiny_face_data / "recipe.toml"), arch="fast_small", data_root=str(tiny_face_data),
+                      out_dir=str(out), epochs=3, batch_size=16, lr=3e-3, patience=3, threads=1)
+    run(cfg)
+    return out
+
+
+def test_run_folder_has_config_manifest_metrics_and_plot(trained_run: Path) -> None:
+    for name in ("config.json", "manifest.json", "metrics.json", "best.pt", "last.pt", "confusion_test.png"):
+        assert (trained_run / name).is_file(), name
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["labels"] == ["Left", "Middle", "Right"]
+    assert len(manifest["file_list_sha256"]) == 64
+    assert sum(manifest["counts"]["test"]["clip"].values()) > 0
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    test = metrics["splits"]["test"]["all"]
+    assert {"accuracy", "macro_f1", "micro_f1", "macro_precision", "micro_recall", "confusion_matrix"} <= set(test)
+    assert np.asarray(test["confusion_matrix"]).sum() == test["n"]
+    assert metrics["temperature"] > 0
+
+
+def test_export_loads_in_runtime_with_metadata_and_parity(trained_run: Path, tiny_face_data: Path,
+                                                          tmp_path: Path) -> None:
+    recipe = load_recipe(tiny_face_data / "recipe.toml")
+    data = build_dataset(recipe, tiny_face_data, (48, 48), 1)
+    onnx_path = tmp_path / "tiny.onnx"
+    result = export_onnx(trained_run / "best.pt", onnx_path, data.images, "tiny", "0.0.1",
+                         {"recipe": recipe.name})
+    assert result.max_abs_diff <= PARITY_TOLERANCE and result.parity_images == len(data.images)
+
+    with FaceClassifier(ClassifierConfig(model_path=onnx_path, device="cpu")) as classifier:
+        assert classifier.labels == ("Left", "Middle", "Right")
+        assert tuple(classifier.input_size) == (48, 48) and classifier.channels == 1
+        assert classifier.metadata["trained_on"] == {"recipe": "tiny-faces"}
+        assert "test" in classifier.metadata["metrics"]
+        frame = np.full((120, 160, 3), 128, np.uint8)
+        probs = classifier.classify(frame, np.array([[10, 10, 60, 60], [50, 20, 120, 100]], np.float32))
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_parity_check_fails_on_a_different_model(trained_run: Path, tiny_face_data: Path, tmp_path: Path) -> None:
+    recipe = load_recipe(tiny_face_data / "recipe.toml")
+    data = build_dataset(recipe, tiny_face_data, (48, 48), 1)
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(trained_run / "best.pt", onnx_path, data.images[:8], "tiny", "0.0.1", {})
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    with pytest.MonkeyPatch.context():
+        for p in model.parameters():
+            p.data.add_(0.5)
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        check_parity(model, onnx_path, data.images[:8])
