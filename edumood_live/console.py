@@ -79,6 +79,17 @@ def _bar(share: float, width: int = BAR_WIDTH) -> tuple[str, str]:
     return "█" * filled, "░" * (width - filled)
 
 
+def _no_shares_reason(state: LiveState) -> str:
+    """Why a panel shows no class bars."""
+    if state.source_state in ("reconnecting", "failed"):
+        return "no frames: the source is down"
+    if state.source_state in ("ended", "stopped"):
+        return f"source {state.source_state}"
+    if state.faces == 0:
+        return "no faces in view"
+    return "class shares withheld (fewer faces than --min-group)"
+
+
 def render_source(state: LiveState) -> Panel:
     """The panel of one source."""
     header = Text()
@@ -89,7 +100,7 @@ def render_source(state: LiveState) -> Panel:
         ("dropped", str(state.dropped)),
     ):
         header.append(f"{name} ", style="dim").append(value, style="bold").append("   ")
-    header.append(_provider_name(state.provider), style="cyan").append("   ")
+    header.append("on ", style="dim").append(_provider_name(state.provider), style="cyan").append("   ")
     header.append_text(_state_text(state))
 
     body = Table.grid(padding=(0, 1))
@@ -103,13 +114,17 @@ def render_source(state: LiveState) -> Panel:
             bar = Text(full, style=class_colour(label, i)).append(empty, style="grey35")
             body.add_row(Text(label), bar, Text(f"{share:6.1%}"))
     else:
-        reason = "no faces in view" if state.faces == 0 else "class shares withheld (fewer than min-group)"
-        body.add_row(Text(reason, style="dim italic"), Text(""), Text(""))
+        body.add_row(Text(_no_shares_reason(state), style="dim italic"), Text(""), Text(""))
 
     index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
     footer = Text("engagement ", style="dim").append(index, style="bold")
     if state.trend:
         footer.append("   trend ", style="dim").append(sparkline(state.trend), style="magenta")
+        footer.append(
+            f"   last {len(state.trend)} windows, {SPARK_CHARS[0]} −1 … {SPARK_CHARS[-1]} +1", style="dim"
+        )
+        if None in state.trend:
+            footer.append(", · none", style="dim")
     title = Text(safe_source_name(state.source), style="bold")
     return Panel(Group(header, body, footer), title=title, title_align="left")
 
@@ -124,20 +139,23 @@ def render(states: LiveState | Sequence[LiveState]) -> RenderableType:
 
 
 def summary_line(summary: WindowSummary) -> Text:
-    """One line for a closed window, printed above the live view."""
+    """One line for a closed window, printed above the live view. The most telling fields come first
+    and the line is cut with an ellipsis rather than wrapped, so the log stays one line per window."""
     start, end = summary.window_start_utc[11:19], summary.window_end_utc[11:19]
-    line = Text(f"{start}–{end} ", style="dim")
+    line = Text(f"{start}–{end} ", style="dim", no_wrap=True, overflow="ellipsis")
     line.append(safe_source_name(summary.source), style="bold").append(" ")
     if summary.status == WindowStatus.GAP:
         return line.append("gap: no frames", style="yellow")
     line.append(summary.status, style="green" if summary.status == WindowStatus.OK else "yellow")
-    line.append(f"  fps {summary.fps:.1f}  faces {summary.faces_mean:.1f}  tracks {summary.tracks}")
     if summary.engagement_index is not None:
         line.append(f"  engagement {summary.engagement_index:+.2f}", style="bold")
     if summary.dominant_label is not None:
         line.append(f"  mostly {summary.dominant_label}")
     elif summary.frames:
         line.append("  class shares withheld", style="dim")
+    line.append(
+        f"  faces {summary.faces_mean:.1f}  tracks {summary.tracks}  fps {summary.fps:.1f}", style="dim"
+    )
     return line
 
 
@@ -177,7 +195,8 @@ class ConsoleSink:
         """Record a closed window in the trend and print its one-line summary above the view."""
         trend = self._trends.setdefault(summary.source, deque(maxlen=self._trend_windows))
         trend.append(summary.engagement_index)
-        self._ensure_live().console.print(summary_line(summary))
+        # print's own no_wrap/overflow: rich re-joins printed Text and drops the Text's own settings
+        self._ensure_live().console.print(summary_line(summary), no_wrap=True, overflow="ellipsis")
         self._refresh()
 
     def close(self) -> None:

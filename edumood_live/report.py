@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # Okabe-Ito based, colour-blind safe; the same colour for a class in the console, video and report.
 CLASS_COLOURS = {"angry": "#D55E00", "neutral": "#999999", "engaged": "#009E73", "bored": "#56B4E9"}
 _FALLBACK_COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#F0E442", "#000000")
-GAP_COLOUR = "#BBBBBB"
+GAP_COLOUR = "#E4E4E4"  # light, hatched: reads as "nothing here", unlike Neutral's solid grey
 WITHHELD_COLOUR = "#E8DDF0"
 
 REQUIRED_COLUMNS = ("window_start", "window_end", "source", "status", "frames", "faces_mean")
@@ -88,18 +88,23 @@ class Window:
 
 
 def load_windows(inputs: Iterable[Path]) -> dict[str, list[Window]]:
-    """Window rows of all inputs grouped by source, sorted by time, duplicates dropped.
+    """Window rows of all inputs grouped by source, sorted by time, duplicates dropped. Sources come in
+    the order of the first input that holds them, by name within one input (its rows interleave in
+    the order windows happened to close, which is not stable from run to run).
 
     Raises ConfigError for a missing, empty or unrecognised input.
     """
     by_source: dict[str, dict[datetime, Window]] = {}
+    first_input: dict[str, int] = {}
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ConfigError("report: no input files given (pass one or more .csv or .jsonl outputs)")
-    for path in paths:
+    for n, path in enumerate(paths):
         for window in _read_file(path):
             by_source.setdefault(window.source, {})[window.start] = window
-    return {src: [rows[k] for k in sorted(rows)] for src, rows in by_source.items()}
+            first_input.setdefault(window.source, n)
+    order = sorted(by_source, key=lambda src: (first_input[src], src))
+    return {src: [by_source[src][k] for k in sorted(by_source[src])] for src in order}
 
 
 def _read_file(path: Path) -> list[Window]:
@@ -238,129 +243,141 @@ def _runs(windows: Sequence[Window], keep: Callable[[Window], bool]) -> list[lis
     return runs
 
 
-def _steps(run: Sequence[Window], value: Callable[[Window], float]) -> tuple[list[float], list[float]]:
-    """Piecewise-constant x/y of a run: each window drawn flat over its own time span."""
-    from matplotlib import dates as mdates
-
+def _steps(
+    run: Sequence[Window], value: Callable[[Window], float], origin: datetime
+) -> tuple[list[float], list[float]]:
+    """Piecewise-constant x/y of a run: each window drawn flat over its own time span (x: seconds
+    since `origin`)."""
     xs: list[float] = []
     ys: list[float] = []
     for w in run:
-        xs += [mdates.date2num(w.start), mdates.date2num(w.end)]
+        xs += [(w.start - origin).total_seconds(), (w.end - origin).total_seconds()]
         ys += [value(w)] * 2
     return xs, ys
 
 
+# Tick spacings for the time axis (seconds): whole seconds, minutes, quarter hours.
+_TICK_STEPS_S = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+
+
+def _tick_step(span_s: float, most: int = 12) -> float:
+    """The smallest tick spacing that puts at most `most` ticks on a span of `span_s` seconds."""
+    return next((step for step in _TICK_STEPS_S if span_s / step <= most), _TICK_STEPS_S[-1])
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as m:ss, or h:mm:ss from an hour on (tenths only when not whole)."""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    whole = int(round(seconds, 1))
+    tenths = round(seconds - whole, 1)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    text = f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return sign + text + (f"{tenths:.1f}"[1:] if tenths > 0 else "")
+
+
+def short_name(source: str) -> str:
+    """A source as a heading: the file name of a local path, the masked URL otherwise."""
+    safe = safe_source_name(source)
+    if "://" in safe or "/" not in safe.rstrip("/"):
+        return safe
+    return Path(safe.rstrip("/")).name
+
+
+def window_length(windows: Sequence[Window]) -> float:
+    """The usual window length (median) in seconds."""
+    lengths = sorted(w.seconds for w in windows)
+    return lengths[len(lengths) // 2]
+
+
 def plot_source(source: str, windows: Sequence[Window]) -> bytes:
-    """PNG of one source's lesson: shares + faces (top), engagement index (bottom)."""
-    from matplotlib import dates as mdates
+    """PNG of one source's lesson, three panels over one time axis (time since the first window):
+    class shares (stacked), engagement index, faces in view. Gaps and withheld windows are shaded
+    and hatched in every panel and labelled; nothing is drawn across them. The page's heading names
+    the source; the PNG carries it in its metadata."""
+    from matplotlib import ticker
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     names = display_labels(windows)
     keys = list(names)
-    fig = Figure(figsize=(11, 6.2), dpi=100, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-    faces_ax = top.twinx()
+    origin = windows[0].start
+    span = max((windows[-1].end - origin).total_seconds(), 1e-3)
+    fig = Figure(figsize=(11, 7), dpi=100, layout="constrained")
+    shares_ax, index_ax, faces_ax = fig.subplots(3, 1, sharex=True, height_ratios=[3, 1.7, 1.1])
 
     for run in _runs(windows, lambda w: w.has_shares):
         base = [0.0] * (2 * len(run))
         for i, key in enumerate(keys):
-            xs, ys = _steps(run, lambda w, key=key: w.shares[key])
+            xs, ys = _steps(run, lambda w, key=key: w.shares[key], origin)
             upper = [b + y for b, y in zip(base, ys, strict=True)]
-            top.fill_between(xs, base, upper, color=class_colour(key, i), linewidth=0, alpha=0.9)
+            shares_ax.fill_between(xs, base, upper, color=class_colour(key, i), linewidth=0)
             base = upper
-    for run in _runs(windows, lambda w: w.frames > 0):
-        xs, ys = _steps(run, lambda w: w.faces_mean)
-        faces_ax.plot(xs, ys, color="black", linewidth=1.6)
     for run in _runs(windows, lambda w: w.engagement_index is not None):
-        xs, ys = _steps(run, lambda w: w.engagement_index)
-        bottom.plot(xs, ys, color="#333333", linewidth=1.6)
-        bottom.fill_between(
-            xs,
-            0,
-            ys,
-            where=[y >= 0 for y in ys],
-            color=CLASS_COLOURS["engaged"],
-            alpha=0.35,
-            linewidth=0,
-            interpolate=True,
-        )
-        bottom.fill_between(
-            xs,
-            0,
-            ys,
-            where=[y < 0 for y in ys],
-            color=CLASS_COLOURS["bored"],
-            alpha=0.45,
-            linewidth=0,
-            interpolate=True,
-        )
+        xs, ys = _steps(run, lambda w: w.engagement_index, origin)
+        index_ax.plot(xs, ys, color="#333333", linewidth=1.4)
+        for sign, colour in ((1, CLASS_COLOURS["engaged"]), (-1, CLASS_COLOURS["bored"])):
+            index_ax.fill_between(
+                xs, 0, ys, where=[sign * y > 0 for y in ys], color=colour, alpha=0.45, linewidth=0,
+                interpolate=True,
+            )  # fmt: skip
+    for run in _runs(windows, lambda w: w.frames > 0):
+        xs, ys = _steps(run, lambda w: w.faces_mean, origin)
+        faces_ax.plot(xs, ys, color="#222222", linewidth=1.6)  # a line only: grey fill would look like a gap
 
-    span = (windows[-1].end - windows[0].start).total_seconds() or 1.0
-    for kind, colour, hatch, text in (
-        ("gap", GAP_COLOUR, "///", "gap"),
-        ("withheld", WITHHELD_COLOUR, "..", "withheld"),
-    ):
-
-        def keep(w: Window, kind: str = kind) -> bool:
-            if kind == "gap":
-                return w.status == "gap"
-            return w.frames > 0 and not w.has_shares
-
-        for run in _runs(windows, keep):
-            x0, x1 = mdates.date2num(run[0].start), mdates.date2num(run[-1].end)
-            for ax in (top, bottom):
-                ax.axvspan(x0, x1, facecolor=colour, edgecolor="#777777", hatch=hatch, linewidth=0, zorder=0)
-            if (run[-1].end - run[0].start).total_seconds() / span > 0.04:
-                bottom.text(
-                    (x0 + x1) / 2,
-                    0.92,
-                    text,
-                    ha="center",
-                    va="top",
-                    fontsize=9,
-                    color="#444444",
-                    transform=bottom.get_xaxis_transform(),
-                )
-
-    top.set_ylim(0, 1)
-    top.set_ylabel("share of face observations")
-    top.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    faces_ax.set_ylim(0, max([w.faces_mean for w in windows] + [1.0]) * 1.15)
-    faces_ax.set_ylabel("faces in view (mean per frame)")
-    bottom.set_ylim(-1.05, 1.05)
-    bottom.axhline(0, color="#666666", linewidth=0.8)
-    bottom.set_ylabel("engagement index\n(Engaged − Bored)")
-    bottom.set_xlabel("time (UTC)")
-    locator = mdates.AutoDateLocator()
-    bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    bottom.set_xlim(mdates.date2num(windows[0].start), mdates.date2num(windows[-1].end))
-    for ax in (top, bottom):
-        ax.grid(axis="y", color="#DDDDDD", linewidth=0.6)
-
-    handles = [Patch(facecolor=class_colour(k, i), label=names[k]) for i, k in enumerate(keys)]
-    handles.append(Line2D([], [], color="black", linewidth=1.6, label="faces in view"))
-    if any(w.status == "gap" for w in windows):
-        handles.append(Patch(facecolor=GAP_COLOUR, edgecolor="#777777", hatch="///", label="gap (no frames)"))
-    if any(w.frames > 0 and not w.has_shares for w in windows):
-        handles.append(
-            Patch(facecolor=WITHHELD_COLOUR, edgecolor="#777777", hatch="..", label="withheld (< min group)")
-        )
-    top.legend(
-        handles=handles,
-        loc="lower left",
-        bbox_to_anchor=(0, 1.02),
-        ncol=len(handles),
-        frameon=False,
-        fontsize=9,
-        handlelength=1.4,
-        columnspacing=1.2,
+    shaded = (
+        ("gap", lambda w: w.status == "gap", GAP_COLOUR, "///", "no frames (gap)"),
+        ("withheld", lambda w: w.frames > 0 and not w.has_shares, WITHHELD_COLOUR, "..", "withheld"),
     )
-    fig.suptitle(f"{source} — {windows[0].start:%Y-%m-%d}", fontsize=13, fontweight="bold")
+    handles = [Patch(facecolor=class_colour(k, i), label=names[k]) for i, k in enumerate(keys)]
+    for kind, keep, colour, hatch, text in shaded:
+        runs = _runs(windows, keep)
+        for run in runs:
+            x0, x1 = (run[0].start - origin).total_seconds(), (run[-1].end - origin).total_seconds()
+            for ax in (shares_ax, index_ax, faces_ax):
+                ax.axvspan(
+                    x0, x1, facecolor=colour, edgecolor="#888888", hatch=hatch, linewidth=0, zorder=0.8
+                )
+            if (x1 - x0) / span > 0.05:
+                box = {"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+                shares_ax.text(
+                    (x0 + x1) / 2, 0.5, text, ha="center", va="center", fontsize=10, color="#333333", bbox=box
+                )
+        if runs:
+            label = "gap: no frames" if kind == "gap" else "withheld: fewer faces than --min-group"
+            handles.append(Patch(facecolor=colour, edgecolor="#888888", hatch=hatch, label=label))
+
+    shares_ax.set_ylim(0, 1)
+    shares_ax.set_ylabel("class shares\n(of face observations)")
+    shares_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    shares_ax.yaxis.set_major_locator(ticker.MultipleLocator(0.25))
+    index_ax.set_ylim(-1.1, 1.1)
+    # the ends say what they mean: +1 every observation Engaged, −1 every one Bored
+    ends = {1: "all Engaged  +1", 0.5: "+0.5", 0: "0", -0.5: "−0.5", -1: "all Bored  −1"}
+    index_ax.yaxis.set_major_locator(ticker.FixedLocator(list(ends)))
+    index_ax.yaxis.set_major_formatter(lambda v, _: ends.get(round(v, 1), ""))
+    index_ax.axhline(0, color="#666666", linewidth=0.8)
+    index_ax.set_ylabel("engagement index\n(Engaged − Bored)")
+    faces_ax.set_ylim(0, max([w.faces_mean for w in windows] + [1.0]) * 1.2)
+    faces_ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=3, integer=True))
+    faces_ax.set_ylabel("faces in view\n(mean per frame)")
+    faces_ax.set_xlim(0, span)
+    faces_ax.xaxis.set_major_locator(ticker.MultipleLocator(_tick_step(span)))
+    faces_ax.xaxis.set_major_formatter(lambda v, _: clock(v))
+    faces_ax.set_xlabel(f"time since the start ({origin:%Y-%m-%d %H:%M:%S} UTC)")
+    for ax in (shares_ax, index_ax, faces_ax):
+        ax.grid(axis="y", color="#DDDDDD", linewidth=0.6)
+        ax.grid(axis="x", color="#EEEEEE", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+
+    shares_ax.legend(
+        handles=handles, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=len(handles), frameon=False,
+        fontsize=9.5, handlelength=1.6, handleheight=1.1, columnspacing=1.4, borderaxespad=0,
+    )  # fmt: skip
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    title = f"{safe_source_name(source)} from {origin:%Y-%m-%d %H:%M:%S} UTC"
+    fig.savefig(buf, format="png", metadata={"Title": title, "Software": "EduMood Live"})
     return buf.getvalue()
 
 
@@ -369,7 +386,7 @@ def plot_source(source: str, windows: Sequence[Window]) -> bytes:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1150px;
 color:#222;padding:0 1rem}
-h1{margin-bottom:.2rem}.meta{color:#666;margin-top:0}section{margin:2.5rem 0}
+h1,h2{margin-bottom:.2rem}.meta{color:#666;margin-top:0}section{margin:2.5rem 0}
 img{max-width:100%;border:1px solid #eee}
 table{border-collapse:collapse;margin:.8rem 0;font-size:.95rem}
 th,td{padding:.3rem .8rem;border-bottom:1px solid #e5e5e5;text-align:left}
@@ -377,7 +394,16 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:baseline}
 footer{margin-top:3rem;padding-top:1rem;border-top:1px solid #ddd;color:#555;font-size:.9rem}
 details{margin-top:.6rem}
+.caption{color:#555;font-size:.9rem;margin:.3rem 0 1rem;max-width:60rem}
 """
+
+
+_CAPTION = (
+    '<p class="caption">Top: how the face observations of each window split over the classes. '
+    "Middle: engagement index, share Engaged − share Bored, from −1 to +1 (Angry and Neutral pull it "
+    "towards 0). Bottom: faces in view. Windows without frames (gap) and windows whose shares were "
+    "withheld (fewer faces than <code>--min-group</code>) are hatched and left empty, never filled in.</p>"
+)
 
 
 def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
@@ -436,12 +462,15 @@ def render_html(by_source: dict[str, list[Window]], inputs: Sequence[Path]) -> s
     sections = []
     for source, windows in by_source.items():
         names = display_labels(windows)
-        png = base64.b64encode(plot_source(safe_source_name(source), windows)).decode("ascii")
-        title = html.escape(safe_source_name(source))
+        png = base64.b64encode(plot_source(source, windows)).decode("ascii")
+        title, full = html.escape(short_name(source)), html.escape(safe_source_name(source))
+        length = window_length(windows)
+        about = f"{len(windows)} windows of {clock(length) if length >= 60 else f'{length:g} s'}"
+        where = f'<p class="meta">{full + " · " if full != title else ""}{about}</p>'
         sections.append(
-            f"<section><h2>{title}</h2>"
-            f'<img alt="Class shares, faces in view and engagement index over time for {title}" '
-            f'src="data:image/png;base64,{png}">'
+            f"<section><h2>{title}</h2>{where}"
+            f'<img alt="Class shares, engagement index and faces in view over time for {title}" '
+            f'src="data:image/png;base64,{png}">{_CAPTION}'
             f"{_summary_table(summarise(windows), names)}{_window_table(windows, names)}</section>"
         )
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

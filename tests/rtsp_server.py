@@ -3,7 +3,7 @@
 
 Run it with the system Python (it needs GStreamer's introspection bindings, not the project venv):
 
-    /usr/bin/python3 tests/rtsp_server.py PORT [--clip PATH] [--fps N] [--gop N]
+    /usr/bin/python3 tests/rtsp_server.py PORT [--clip PATH] [--fps N] [--gop N] [--bitrate KBPS]
 
 The clip is decoded once into raw frames; every client session gets its own pipeline that feeds those
 frames, looped, through an H.264 encoder (openh264enc, from gstreamer1.0-plugins-bad; x264enc when
@@ -54,12 +54,15 @@ def decode_clip(path: Path) -> tuple[int, int, list[bytes]]:
     return width, height, frames
 
 
-def encoder_description(gop: int) -> str:
-    """The lowest-latency H.264 encoder available, configured for an IDR frame every `gop` frames."""
+def encoder_description(gop: int, bitrate_kbps: int | None = None) -> str:
+    """The lowest-latency H.264 encoder available, configured for an IDR frame every `gop` frames and,
+    when given, a target bitrate (else the encoder's default: 2048 kbit/s x264enc, 128 openh264enc)."""
     if Gst.ElementFactory.find("x264enc") is not None:
-        return f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop}"
+        rate = f" bitrate={bitrate_kbps}" if bitrate_kbps else ""
+        return f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop}{rate}"
     if Gst.ElementFactory.find("openh264enc") is not None:
-        return f"openh264enc gop-size={gop} complexity=low"
+        rate = f" bitrate={bitrate_kbps * 1000}" if bitrate_kbps else ""
+        return f"openh264enc gop-size={gop} complexity=low{rate}"
     raise SystemExit("rtsp_server: no H.264 encoder (install gstreamer1.0-plugins-bad or -ugly)")
 
 
@@ -86,6 +89,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--fps", type=int, default=12, help="frame rate of the served stream")
     parser.add_argument("--gop", type=int, default=6, help="frames between keyframes")
+    parser.add_argument("--bitrate", type=int, metavar="KBPS", help="H.264 bitrate (default: the encoder's)")
     args = parser.parse_args(argv)
 
     Gst.init(None)
@@ -93,7 +97,7 @@ def main(argv: list[str]) -> int:
     caps = f"video/x-raw,format=I420,width={width},height={height},framerate={args.fps}/1"
     launch = (
         f"( appsrc name=src format=time caps={caps} ! queue max-size-buffers=2 "
-        f"! {encoder_description(args.gop)} ! h264parse "
+        f"! {encoder_description(args.gop, args.bitrate)} ! h264parse "
         "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
 

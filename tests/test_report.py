@@ -118,6 +118,12 @@ def test_build_report_writes_one_self_contained_html(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_sources_in_input_order_then_by_name(tmp_path: Path) -> None:
+    mixed = [r for pair in zip(rows("cam-b"), rows("cam-a"), strict=True) for r in pair]  # b's rows first
+    inputs = [write_csv(tmp_path / "first.csv", rows("room-9")), write_csv(tmp_path / "cams.csv", mixed)]
+    assert list(load_windows(inputs)) == ["room-9", "cam-a", "cam-b"]
+
+
 def test_duplicate_windows_from_several_files_are_merged(tmp_path: Path) -> None:
     a = write_csv(tmp_path / "a.csv", rows()[:3])
     b = write_csv(tmp_path / "b.csv", rows()[2:])

@@ -234,6 +234,9 @@ def test_render_shows_one_source() -> None:
         (LiveState("cam", source_state="reconnecting", attempt=3), "reconnecting (attempt 3)"),
         (LiveState("cam", faces=0), "no faces in view"),
         (LiveState("cam", faces=1, shares=dict.fromkeys(LABELS)), "withheld"),
+        (LiveState("cam", source_state="reconnecting", attempt=1), "no frames: the source is down"),
+        (LiveState("cam", source_state="stopped"), "source stopped"),
+        (LiveState("cam", trend=(0.5, None)), "last 2 windows, ▁ −1 … █ +1, · none"),
         (LiveState("cam [bold]x[/]"), "cam [bold]x[/]"),  # no markup injection from source names
         (LiveState("rtsp://me:secret@10.0.0.5/live"), "rtsp://***@10.0.0.5/live"),
     ],
@@ -262,3 +265,12 @@ def test_console_sink_throttles_and_keeps_the_trend() -> None:
         assert sink.current()[0].faces == 9
     text = console.export_text()
     assert "engagement +0.50" in text and "gap: no frames" in text and "faces 9" in text
+
+
+def test_window_lines_stay_one_line_each() -> None:
+    console = Console(record=True, width=80, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+    with ConsoleSink(console=console) as sink:
+        sink.write(summary(source="rtsp://127.0.0.1:8554/a-long-camera-name"))
+    first = console.export_text().splitlines()[0]
+    assert first.endswith("…") and len(first) == 80
+    assert "engagement +0.30" in first  # the telling fields come first, the cut takes the rest

@@ -9,11 +9,18 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
-    """Accuracy, macro/micro precision/recall/F1, per-class P/R/F1 and the confusion matrix."""
+    """Accuracy, macro/micro precision/recall/F1, per-class P/R/F1 and the confusion matrix.
+
+    Macro averages run over the labels present in ``y_true``: a subset with no Engaged face (one data
+    source, say) is not penalised for the Engaged column it cannot score. Micro averages run over all
+    labels (for single-label data micro-F1 equals accuracy).
+    """
     k = list(range(len(labels)))
+    present = sorted(set(np.asarray(y_true).tolist())) or k
     out: dict = {"n": int(len(y_true)), "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0}
     for avg in ("macro", "micro"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=k, average=avg, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present if avg == "macro" else k,
+                                                     average=avg, zero_division=0)
         out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=k, average=None, zero_division=0)
     out["per_class"] = {
