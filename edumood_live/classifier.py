@@ -3,6 +3,10 @@
 The model file is the single source of truth (DESIGN §2): labels, input size, channels and
 normalisation come from its ``metadata_props``. All faces of a frame are cropped into one
 preallocated batch and classified with one onnxruntime call.
+
+Cropping (`FacePreprocessor`) needs only the metadata, so it can run where the frame is while the
+model runs elsewhere: `FaceClassifier.classify_batch` takes batches that were preprocessed apart
+(the cluster mode crops on each camera and classifies on a shared, batching classifier).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -223,6 +227,65 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+class FacePreprocessor:
+    """Crops, resizes, converts and normalises faces into the model's input batch, from its metadata
+    alone. Thread-safe; one crop buffer, grown on demand and reused."""
+
+    def __init__(self, meta: ModelMetadata, config: ClassifierConfig) -> None:
+        self.meta = meta
+        self.config = config
+        self.input_size: tuple[int, int] = meta.input_size
+        self.channels: int = meta.channels
+        self._pad = PadMode(config.pad_mode)
+        self._scale = (1.0 / (255.0 * meta.std)).reshape(1, -1, 1, 1)
+        self._offset = (meta.mean / meta.std).reshape(1, -1, 1, 1)
+        self._lock = threading.Lock()
+        self._crops = np.zeros((0, *self.input_size, 3), np.uint8)
+
+    def preprocess(
+        self, image_bgr: np.ndarray, boxes: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One (N, C, H, W) float32 batch for the faces in ``boxes`` (xyxy pixels), into ``out`` if given."""
+        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        n, (h, w) = len(boxes), self.input_size
+        if out is None:
+            out = np.empty((n, self.channels, h, w), np.float32)
+        if n == 0:
+            return out
+        with self._lock:
+            if len(self._crops) < n:
+                self._crops = np.empty((max(n, 2 * len(self._crops)), h, w, 3), np.uint8)
+            crops = self._crops[:n]
+            for crop, square in zip(crops, square_boxes(boxes, self.config.crop_margin), strict=True):
+                crop_square(image_bgr, square, self.input_size, self._pad, crop)
+            stacked = crops.reshape(n * h, w, 3)  # one colour conversion for the whole batch
+            if self.channels == 1:
+                out[:, 0] = cv2.cvtColor(stacked, cv2.COLOR_BGR2GRAY).reshape(n, h, w)
+            elif self.meta.channel_order == "RGB":
+                rgb = cv2.cvtColor(stacked, cv2.COLOR_BGR2RGB).reshape(n, h, w, 3)
+                out[...] = rgb.transpose(0, 3, 1, 2)
+            else:
+                out[...] = crops.transpose(0, 3, 1, 2)
+        out *= self._scale
+        out -= self._offset
+        return out
+
+
+class Classifier(Protocol):
+    """What the pipeline needs of a classifier: `FaceClassifier`, or one that runs the model elsewhere."""
+
+    labels: tuple[str, ...]
+    provider: str
+    meta: ModelMetadata
+    model_path: Path
+
+    def classify(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
 class FaceClassifier:
     """``classify(image_bgr, boxes) -> probs (N, K)``, label order = ``labels``; thread-safe."""
 
@@ -243,11 +306,9 @@ class FaceClassifier:
         self.channels: int = self.meta.channels
         self._input_name, self._output_name = self._check_signature(session)
         self._session: ort.InferenceSession | None = session
-        self._scale = (1.0 / (255.0 * self.meta.std)).reshape(1, -1, 1, 1)
-        self._offset = (self.meta.mean / self.meta.std).reshape(1, -1, 1, 1)
+        self.preprocessor = FacePreprocessor(self.meta, self.config)
         self._lock = threading.RLock()
-        self._crops = np.zeros((0, *self.input_size, 3), np.uint8)  # grown on demand, reused per frame
-        self._batch = np.zeros((0, self.channels, *self.input_size), np.float32)
+        self._batch = np.zeros((0, self.channels, *self.input_size), np.float32)  # grown, reused per frame
         meta = self.meta
         logger.info(
             "classifier %s %s (%s) on %s, labels %s",
@@ -321,32 +382,7 @@ class FaceClassifier:
         self, image_bgr: np.ndarray, boxes: np.ndarray, out: np.ndarray | None = None
     ) -> np.ndarray:
         """Crop, resize, convert and normalise each face into one (N, C, H, W) float32 batch."""
-        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        n, (h, w) = len(boxes), self.input_size
-        if out is None:
-            out = np.empty((n, self.channels, h, w), np.float32)
-        if n == 0:
-            return out
-        pad = PadMode(self.config.pad_mode)
-        with self._lock:
-            if len(self._crops) < n:
-                self._crops = np.empty((max(n, 2 * len(self._crops)), h, w, 3), np.uint8)
-            crops = self._crops[:n]
-            for crop, square in zip(crops, square_boxes(boxes, self.config.crop_margin), strict=True):
-                crop_square(image_bgr, square, self.input_size, pad, crop)
-            stacked = crops.reshape(n * h, w, 3)  # one colour conversion for the whole batch
-            if self.channels == 1:
-                out[:, 0] = cv2.cvtColor(stacked, cv2.COLOR_BGR2GRAY).reshape(n, h, w)
-            elif self.meta.channel_order == "RGB":
-                rgb = cv2.cvtColor(stacked, cv2.COLOR_BGR2RGB).reshape(n, h, w, 3)
-                out[...] = rgb.transpose(0, 3, 1, 2)
-            else:
-                out[...] = crops.transpose(0, 3, 1, 2)
-        out *= self._scale
-        out -= self._offset
-        return out
+        return self.preprocessor.preprocess(image_bgr, boxes, out)
 
     def classify(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, K) float32 for the faces in ``boxes`` (xyxy pixels)."""
@@ -361,6 +397,18 @@ class FaceClassifier:
                     (max(n, 2 * len(self._batch)), self.channels, *self.input_size), np.float32
                 )
             batch = self.preprocess(image_bgr, boxes, out=self._batch[:n])
+            return self.classify_batch(batch)
+
+    def classify_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, K) float32 for a batch made by `preprocess` (one onnxruntime call)."""
+        c, (h, w) = self.channels, self.input_size
+        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1:] != (c, h, w):
+            raise ValueError(f"expected a float32 batch (N, {c}, {h}, {w}), got {batch.dtype} {batch.shape}")
+        if len(batch) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        with self._lock:
+            if self._session is None:
+                raise RuntimeError("FaceClassifier.classify() called after close()")
             (logits,) = self._session.run([self._output_name], {self._input_name: batch})
         return softmax(logits)
 

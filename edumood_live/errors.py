@@ -21,3 +21,7 @@ class ModelError(EduMoodError):
 
 class OutputError(EduMoodError):
     """An output path cannot be written."""
+
+
+class ClusterError(EduMoodError):
+    """The cluster mode cannot reach Ray or cannot get its workers started on it."""

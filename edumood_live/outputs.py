@@ -52,7 +52,7 @@ class TrackSink(Protocol):
     def write_tracks(self, rows: Sequence[RowLike]) -> None: ...
 
 
-def preflight(output: OutputConfig, labels: Sequence[str]) -> None:
+def preflight(output: OutputConfig, labels: Sequence[str], extra_columns: Sequence[str] = ()) -> None:
     """Fail with OutputError when an output cannot be written; touches no file."""
     for path in output.file_paths():
         what = f"cannot write {path}"
@@ -65,7 +65,7 @@ def preflight(output: OutputConfig, labels: Sequence[str]) -> None:
             raise OutputError(f"{what}: permission denied")
     if output.append and output.csv_path is not None:
         existing = _csv_header(output.csv_path)
-        wanted = summary_columns(labels)
+        wanted = summary_columns(labels, extra_columns)
         if existing is not None and existing != wanted:
             missing = [c for c in wanted if c not in existing]
             extra = [c for c in existing if c not in wanted]
@@ -84,12 +84,16 @@ def _csv_header(path: Path) -> list[str] | None:
         raise OutputError(f"cannot append to {path}: cannot read its header ({exc})") from exc
 
 
-def open_file_sinks(output: OutputConfig, labels: Sequence[str]) -> list[WindowSink]:
-    """CSV and JSONL sinks for the configured paths (per-track files too with ``per_track``)."""
+def open_file_sinks(
+    output: OutputConfig, labels: Sequence[str], extra_columns: Sequence[str] = ()
+) -> list[WindowSink]:
+    """CSV and JSONL sinks for the configured paths (per-track files too with ``per_track``); CSV rows
+    get ``extra_columns`` after the window-row columns."""
     sinks: list[WindowSink] = []
     try:
         if output.csv_path is not None:
-            sinks.append(CsvSink(output.csv_path, labels, append=output.append, per_track=output.per_track))
+            sinks.append(CsvSink(output.csv_path, labels, append=output.append, per_track=output.per_track,
+                                 extra_columns=extra_columns))
         if output.jsonl_path is not None:
             sinks.append(JsonlSink(output.jsonl_path, append=output.append, per_track=output.per_track))
     except BaseException:

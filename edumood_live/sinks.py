@@ -22,11 +22,12 @@ from edumood_live.errors import OutputError
 from edumood_live.types import WindowStatus, WindowSummary
 
 
-def summary_columns(labels: Sequence[str]) -> list[str]:
-    """Window-row columns for these labels, in `WindowSummary.to_row` order."""
+def summary_columns(labels: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """Window-row columns for these labels, in `WindowSummary.to_row` order, then `extra` (the cluster
+    mode's ``node`` and ``actor``)."""
     shares = dict.fromkeys(labels, 0.0)
     probe = WindowSummary("", "", "", WindowStatus.GAP, 0, 0.0, 0.0, 0, shares, None, None, None, 0)
-    return list(probe.to_row())
+    return [*probe.to_row(), *extra]
 
 
 def track_columns(labels: Sequence[str]) -> list[str]:
@@ -150,13 +151,15 @@ class CsvSink(_RowSink):
     """CSV with a header derived from the model labels; one fsync'd line per window.
 
     With ``append=True`` an existing non-empty file must have exactly the same header, else
-    `OutputError` says which columns differ.
+    `OutputError` says which columns differ. ``extra_columns`` follow the window-row columns (rows
+    must then carry them too, e.g. the cluster mode's ``node`` and ``actor``).
     """
 
     def __init__(
-        self, path: Path, labels: Sequence[str], append: bool = False, per_track: bool = False
+        self, path: Path, labels: Sequence[str], append: bool = False, per_track: bool = False,
+        extra_columns: Sequence[str] = (),
     ) -> None:
-        self.columns = summary_columns(labels)
+        self.columns = summary_columns(labels, extra_columns)
         self.track_columns = track_columns(labels)
         super().__init__(path, append, per_track)
 

@@ -174,6 +174,19 @@ def test_webcam_path_with_a_real_time_capture(tiny_classifier_path: Path) -> Non
     assert stats["latency_max_ms"] is not None and stats["latency_max_ms"] < 1000
 
 
+def test_live_view_keeps_the_last_frame_between_frames(tiny_classifier_path: Path) -> None:
+    # A 10 fps camera is polled far more often than it delivers: between its frames the live view must
+    # go on showing the last frame's faces, not flicker to "no faces in view".
+    sink = Recorder()
+    config = make_config(tiny_classifier_path, sources=("webcam",), window_s=0.5, duration_s=1.2)
+    list(Pipeline(config, sources=[webcam(fps=10.0)()], sinks=[sink]).run())
+    connected = [s for s in sink.states if s.source_state == "connected"]
+    first = next(i for i, s in enumerate(connected) if s.faces)
+    assert len(connected) - first > 10  # frames and polls in between
+    assert all(s.faces and s.shares is not None for s in connected[first:])
+    assert sink.states[-1].source_state == "stopped" and sink.states[-1].faces == 0
+
+
 def test_camera_outages_become_gap_rows(tiny_classifier_path: Path) -> None:
     # A camera that delivers 6 frames, then is gone for 0.8 s before each reconnect.
     source = webcam(fps=60.0, max_frames=6)(backoff_initial_s=0.8, backoff_max_s=0.8)
