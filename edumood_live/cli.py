@@ -27,6 +27,7 @@ from edumood_live import __version__
 from edumood_live.errors import EduMoodError
 
 if TYPE_CHECKING:
+    from edumood_live.cluster import ClusterRun
     from edumood_live.config import RunConfig
     from edumood_live.pipeline import Pipeline
 
@@ -46,7 +47,9 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FAST_RTSP_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000"
 FFMPEG_LOGLEVEL_ENV, FFMPEG_FATAL_ONLY = "OPENCV_FFMPEG_LOGLEVEL", "8"  # AV_LOG_FATAL
 # Loggers whose info lines show by default (start, grid, end, reconnects); the others: warnings unless -v.
-SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.live_source")
+SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.live_source",
+                    "edumood_live.cluster.driver")
+LOCAL_RAY = "local"  # --ray without an address: start a Ray runtime on this machine
 STOPPING_MESSAGE = b"stopping: writing the last window (interrupt again to quit at once)\n"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -66,12 +69,15 @@ examples:
   edumood-live --source cam1.mp4 --source cam2.mp4 --csv rooms.csv --window 30
   edumood-live --source lesson.mp4 --detect-every 3 --tiles 4x3 --min-face 24 --csv lesson.csv
   edumood-live --source lesson.mp4 --annotate review.mp4  annotated video, faces blurred
+  edumood-live --ray --source rtsp://cam1/s --source rtsp://cam2/s --csv rooms.csv
+                                                         one Ray actor per camera, Ray started here
+  edumood-live --ray auto --source ... --source ...      on the Ray cluster this machine belongs to
   edumood-live report lesson.html lesson.csv             HTML report from CSV/JSONL outputs
 
 outputs: one row per source and window (window_start, window_end, source, status, frames, fps,
   faces_mean, tracks, share_<label>..., engagement_index, dominant_label, low_confidence_share,
-  dropped_frames); labels come from the model file. Nothing showing a face is written unless
-  --annotate is given, and then faces are blurred unless --no-blur.
+  dropped_frames; with --ray also node, actor); labels come from the model file. Nothing showing a
+  face is written unless --annotate is given, and then faces are blurred unless --no-blur.
 
 exit status: 0 done (also after Ctrl-C or SIGTERM: the last window is written and marked partial),
   1 a source failed for good, 2 usage, configuration, model, source or output error,
@@ -157,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--annotate", type=Path, metavar="OUT.mp4",
                      help="write an annotated video (boxes, anonymous ids, labels; faces blurred)")
     out.add_argument("--no-blur", action="store_true", help="with --annotate: do not blur faces")
+    p.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
+                   help="cluster mode: one Ray actor per source and a shared batching classifier (needs "
+                        "pip install 'edumood-live[cluster]'); ADDRESS of a running cluster ('auto', "
+                        "host:6379, ray://host:10001), or none to start Ray on this machine")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -252,7 +262,7 @@ def quiet_opencv(verbosity: int) -> Iterator[None]:
 
 
 @contextmanager
-def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
+def stop_on_signals(pipeline: Pipeline | ClusterRun) -> Iterator[None]:
     """SIGINT/SIGTERM: stop the pipeline cleanly; a second one exits at once (status 130)."""
     if threading.current_thread() is not threading.main_thread():  # handlers need the main thread
         yield
@@ -297,8 +307,11 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     prefer_fast_rtsp(args.source or [])
     config = build_config(args)
     sinks = [] if args.no_console else [ConsoleSink(console)]
-    with quiet_opencv(args.verbose):
-        pipeline = Pipeline(config, sinks=sinks)  # errors out here, before any frame, with one line
+    with quiet_opencv(args.verbose):  # errors out here, before any frame, with one line
+        if args.ray is None:
+            pipeline: Pipeline | ClusterRun = Pipeline(config, sinks=sinks)
+        else:
+            pipeline = open_cluster(config, args.ray, sinks)
     logger.info("starting: %s", pipeline.describe())
     logger.info(RESPONSIBLE_USE)
     if args.no_console and not config.output.writes_rows:
@@ -313,6 +326,19 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         logger.error("source(s) failed: %s", ", ".join(failed))
         return EXIT_FAILED
     return EXIT_OK
+
+
+def open_cluster(config: RunConfig, address: str, sinks: list[Any]) -> ClusterRun:
+    """``--ray [ADDRESS]``: the same run spread over Ray (ConfigError when Ray is not installed)."""
+    try:
+        from edumood_live.cluster import ClusterConfig, ClusterRun
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        from edumood_live.errors import ConfigError
+
+        raise ConfigError("--ray needs Ray: pip install 'edumood-live[cluster]'") from None
+    return ClusterRun(config, ClusterConfig(address=None if address == LOCAL_RAY else address), sinks=sinks)
 
 
 def report_command(argv: Sequence[str]) -> int:

@@ -13,6 +13,9 @@ Each source has its own tracker and aggregator; the detector and the classifier 
 sources that deliver nothing are `advance`d so that windows without frames become GAP rows. A source
 that ends or fails gets its final (partial) window and drops out; the others go on. `stop()` (thread-
 and signal-safe) ends the run the same way. Stages never import each other; only this module does.
+
+The cluster mode (`edumood_live.cluster`) runs this same pipeline once per camera, with a classifier
+that batches crops from all cameras on a shared worker, and a window grid given by the driver.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 
 import numpy as np
 
 from edumood_live.aggregator import Aggregator, AggregatorConfig, engagement_index
-from edumood_live.classifier import FaceClassifier
+from edumood_live.classifier import Classifier, FaceClassifier
 from edumood_live.config import RunConfig
 from edumood_live.console import LiveState
 from edumood_live.detector import FaceDetector
@@ -53,6 +56,7 @@ logger = logging.getLogger(__name__)
 LIVE_GAP_GRACE_MS = 1000.0  # a live source silent this long has its empty windows closed as gaps
 MAX_BAD_FRAMES_IN_A_ROW = 50  # more failing frames in a row than this is a broken setup, not bad luck
 FPS_WINDOW_S = 2.0  # the live view's frame rate is measured over this much wall time
+_MS = timedelta(milliseconds=1)
 
 
 def _now_ms() -> float:
@@ -76,6 +80,7 @@ class _Feed:
     bad_in_a_row: int = 0
     sizes_seen: set[tuple[int, int]] = field(default_factory=set)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    shown: TrackedFaces | None = None  # the faces of the last processed frame, for the live view
 
     def fps(self) -> float:
         """Frames per wall second over the last `FPS_WINDOW_S`."""
@@ -94,7 +99,9 @@ class Pipeline:
     Construction opens everything (classifier, output checks, sources, detector, file sinks) and
     raises an `EduMoodError` with one clear line when something cannot be used, before any frame is
     processed. `sinks` are extra sinks (e.g. `console.ConsoleSink`); `sources` are already-open sources
-    to use instead of opening ``config.sources``. The pipeline closes all of them at the end.
+    to use instead of opening ``config.sources``; `classifier` is one to use instead of loading
+    ``config.classifier`` (e.g. one that runs the model on another worker). The pipeline closes all of
+    them at the end.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class Pipeline:
         config: RunConfig,
         sinks: Sequence[WindowSink] = (),
         sources: Sequence[Source] | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
         self.config = config
         self.stats = PipelineStats()
@@ -113,9 +121,10 @@ class Pipeline:
         self._file_sinks: list[WindowSink] = []
         self._annotation: AnnotationOutput | None = None
         self._detector: FaceDetector | None = None
-        self._classifier: FaceClassifier | None = None
+        self._classifier: Classifier | None = classifier
         try:
-            self._classifier = FaceClassifier(config.classifier)
+            if self._classifier is None:
+                self._classifier = FaceClassifier(config.classifier)
             self.labels: tuple[str, ...] = self._classifier.labels
             preflight(config.output, self.labels)
             if sources is None:
@@ -134,7 +143,7 @@ class Pipeline:
         except BaseException:
             self.close()
             raise
-        self.source_names = _unique_names([s.name for s in self._sources])
+        self.source_names = unique_names([s.name for s in self._sources])
         self._live_sinks = [s for s in self._sinks if isinstance(s, LiveSink)]
 
     # ----------------------------------------------------------------- public API
@@ -167,19 +176,24 @@ class Pipeline:
         """True once `stop()` was called."""
         return self._stop.is_set()
 
-    def run(self) -> Iterator[WindowSummary]:
+    def run(self, start_utc: datetime | None = None) -> Iterator[WindowSummary]:
         """Process the sources until they end, `stop()` or ``duration_s``; yields rows as windows close.
 
         Rows are written to the sinks before they are yielded. Closing the iterator early still writes
-        the final windows and closes everything. Can be called once.
+        the final windows and closes everything. Can be called once. `start_utc` (timezone-aware) is the
+        start of the window grid, default now; live sources' windows are aligned to it, so that a
+        restarted cluster camera worker rejoins the grid of its run.
         """
         if self._started:
             raise RuntimeError("Pipeline.run() can be called only once; build a new Pipeline")
+        if start_utc is not None and (start_utc.tzinfo is None or start_utc.utcoffset() is None):
+            raise ConfigError(f"start_utc={start_utc!r} is not allowed; use a timezone-aware datetime")
         self._started = True
         started = time.monotonic()
-        start_utc = datetime.now(timezone.utc)
+        late = start_utc is not None
+        start_utc = start_utc or datetime.now(timezone.utc)
         pairs = zip(self.source_names, self._sources, strict=True)
-        feeds = [self._new_feed(name, source, start_utc) for name, source in pairs]
+        feeds = [self._new_feed(name, source, start_utc, late) for name, source in pairs]
         try:
             yield from self._loop(feeds, started)
             for feed in feeds:
@@ -221,7 +235,7 @@ class Pipeline:
 
     # ----------------------------------------------------------------- the loop
 
-    def _new_feed(self, name: str, source: Source, start_utc: datetime) -> _Feed:
+    def _new_feed(self, name: str, source: Source, start_utc: datetime, late: bool = False) -> _Feed:
         cfg = self.config
         aggregator = Aggregator(
             AggregatorConfig(
@@ -230,8 +244,9 @@ class Pipeline:
                 per_track=cfg.output.per_track,
             )
         )  # fmt: skip
-        if source.live:
-            aggregator.advance(_now_ms())  # windows of a live source start now, frames or not
+        if source.live:  # windows of a live source start at start_utc (now by default), frames or not
+            late_ms = (datetime.now(timezone.utc) - start_utc) / _MS if late else 0.0
+            aggregator.advance(_now_ms() - max(late_ms, 0.0))
         return _Feed(name, source, Tracker(cfg.tracker), aggregator, DetectSchedule(cfg.detect_every))
 
     def _loop(self, feeds: list[_Feed], started: float) -> Iterator[WindowSummary]:
@@ -262,7 +277,7 @@ class Pipeline:
                         yield from self._emit(feed, self._finish(feed))
                     elif feed.source.live:
                         yield from self._emit(feed, feed.aggregator.advance(_now_ms() - LIVE_GAP_GRACE_MS))
-                        self._show(feed, None)
+                        self._show(feed, feed.shown)  # no new frame yet: the last one's faces stay
                     continue
                 idle = False
                 if feed.first_ts is None:
@@ -312,6 +327,7 @@ class Pipeline:
         feed.recent.append(time.monotonic())
         if self._annotation is not None:
             self._annotation.write(image, faces, ts)
+        feed.shown = faces
         self._show(feed, faces, stats.frames_dropped, stats.state, stats.attempt)
         times.sinks = time.perf_counter() - t3
         latency_s = (_now_ms() - ts) / 1000.0 if feed.source.live else None
@@ -383,6 +399,8 @@ class Pipeline:
         if dropped is None or state is None or attempt is None:
             stats = feed.source.stats()
             dropped, state, attempt = stats.frames_dropped, stats.state, stats.attempt
+        if state != SourceState.CONNECTED:  # down or done: nothing is in view any more
+            faces = feed.shown = None
         n = 0 if faces is None else len(faces)
         shares: dict[str, float | None] | None = None
         index = None
@@ -410,7 +428,7 @@ class Pipeline:
         logger.info("%s: %dx%d frames, tiles %dx%d (%s)", feed.name, w, h, cols, rows, how)
 
 
-def _unique_names(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
     """Source names made unique with a ``#2``, ``#3`` suffix where they repeat."""
     seen: dict[str, int] = {}
     result = []
