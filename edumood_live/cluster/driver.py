@@ -1,0 +1,436 @@
+"""The cluster-mode driver: starts the workers on Ray, collects their window rows, writes the sinks.
+
+    with ClusterRun(config, ClusterConfig()) as run:   # config: the same RunConfig as single-process
+        for row in run.run():                           # ClusterWindow: the usual row + node, actor
+            ...
+
+Construction joins (or starts) Ray, loads the classifier on its worker(s), opens every camera on its
+own worker and checks the outputs, so an unusable source, model or path fails with one clear line
+before any frame is processed, as in single-process mode. `run()` starts every camera on one window
+grid and polls the workers for the windows that closed; the rows are written to the sinks here (CSV
+and JSONL get ``node`` and ``actor`` columns) and then yielded. A worker that dies is restarted by Ray
+and told which windows the driver already has (see `camera_actor`); one Ray gives up on ends its
+source as failed while the others go on. `stop()` ends the run as Ctrl-C does in single-process mode:
+every camera writes its last, partial window.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from edumood_live.cluster.camera_actor import CameraReport, CameraWorker, Opened
+from edumood_live.cluster.classifier_actor import BatchingClassifier, BatchStats, ClassifierInfo
+from edumood_live.cluster.config import CLUSTER_COLUMNS, PER_NODE, ClusterConfig, ClusterWindow
+from edumood_live.config import RunConfig
+from edumood_live.console import LiveState
+from edumood_live.errors import ClusterError, ConfigError, EduMoodError
+from edumood_live.outputs import LiveSink, WindowSink, close_all, open_file_sinks, preflight
+from edumood_live.pipeline import unique_names
+
+logger = logging.getLogger(__name__)
+
+FORWARDED_ENV = ("OPENCV_FFMPEG_CAPTURE_OPTIONS", "OPENCV_FFMPEG_LOGLEVEL")  # FFmpeg settings for cameras
+STOP_GRACE_S = 30.0  # after stop(), how long the cameras get to deliver their last windows
+STATS_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Camera:
+    """The driver's view of one camera worker (read it, do not change it): its source name, the worker's
+    node and process, how often Ray restarted it, frames processed so far."""
+
+    index: int
+    handle: Any  # ray.actor.ActorHandle
+    name: str = ""
+    live: bool = False
+    node: str = ""
+    pid: int = 0
+    restarts: int = 0
+    last_start: str | None = None  # window_start of the last row received
+    frames: int = 0  # processed by all incarnations of the worker
+    frames_before: int = 0  # processed by the incarnations that died
+    stats: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        """``cam<i>#<restarts>``, written in every row."""
+        return f"cam{self.index}#{self.restarts}"
+
+
+def connect(cluster: ClusterConfig) -> bool:
+    """Join the cluster at ``cluster.address``, or start a runtime here when it is None; True when this
+    call started a runtime (`ClusterRun.close` stops it again). An existing connection is reused."""
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": cluster.log_to_driver,
+                               "logging_level": logging.WARNING}
+    try:
+        if cluster.address is None:
+            ray.init(address="local", num_cpus=cluster.num_cpus, **options)
+            return True
+        ray.init(address=cluster.address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "start a Ray runtime here" if cluster.address is None else f"reach Ray at {cluster.address!r}"
+        raise ClusterError(f"cannot {where}: {_first_line(exc)}") from exc
+    return False
+
+
+class ClusterRun:
+    """One run over Ray: a worker per source, shared batching classifier(s), rows gathered here."""
+
+    def __init__(
+        self, config: RunConfig, cluster: ClusterConfig | None = None, sinks: Sequence[WindowSink] = ()
+    ) -> None:
+        self.config = config
+        self.cluster = cluster or ClusterConfig()
+        _check_supported(config)
+        self.source_states: dict[str, str] = {}  # name -> ended, failed or stopped
+        self.labels: tuple[str, ...] = ()
+        self.stats: dict[str, object] = {}  # filled at the end of `run` (see `_collect_stats`)
+        self.start_utc: datetime | None = None
+        self._stop = threading.Event()
+        self._started = self._closed = False
+        self._sinks: list[WindowSink] = list(sinks)
+        self._file_sinks: list[WindowSink] = []
+        self._classifiers: list[tuple[ClassifierInfo, Any]] = []
+        self._cameras: list[Camera] = []
+        self._own_runtime = False
+        try:
+            self._own_runtime = connect(self.cluster)
+            strategies, camera_cpus, classifier_cpus = self._layout()
+            self._start_classifiers(strategies, classifier_cpus)
+            self.labels = self._classifiers[0][0].meta.labels
+            preflight(config.output, self.labels, CLUSTER_COLUMNS)
+            self._start_cameras(camera_cpus)
+            self._file_sinks = open_file_sinks(config.output, self.labels, CLUSTER_COLUMNS)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- public API
+
+    def describe(self) -> str:
+        """One line: cameras and nodes, model and provider, batching, detection, window."""
+        info = self._classifiers[0][0]
+        nodes = sorted({c.node for c in self._cameras})
+        replicas = len(self._classifiers)
+        return (
+            f"{len(self._cameras)} camera worker(s) on Ray ({', '.join(nodes)}): "
+            f"{', '.join(c.name for c in self._cameras)}; model {info.meta.model_name} {info.meta.version} "
+            f"({info.model_name}) on {info.provider.removesuffix('ExecutionProvider')} in {replicas} shared "
+            f"classifier worker(s), batches up to {self.cluster.max_batch_faces} faces, wait "
+            f"{self.cluster.batch_wait_ms:g} ms; detect every {self.config.detect_every}; window "
+            f"{self.config.window_s:g} s; min group {self.config.min_group}"
+        )
+
+    def stop(self) -> None:
+        """Ask the run to end: every camera writes its last (partial) window. Thread- and signal-safe."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stop.is_set()
+
+    @property
+    def cameras(self) -> tuple[Camera, ...]:
+        """The camera workers, in source order."""
+        return tuple(self._cameras)
+
+    def run(self) -> Iterator[ClusterWindow]:
+        """Run every camera until its source ends, `stop()` or ``duration_s``; yields rows as they
+        arrive, after writing them to the sinks. Can be called once; closes everything at the end."""
+        if self._started:
+            raise RuntimeError("ClusterRun.run() can be called only once; build a new ClusterRun")
+        self._started = True
+        started = time.monotonic()
+        self.start_utc = datetime.now(timezone.utc)
+        pending: dict[Any, Camera] = {}
+        try:
+            self._get([c.handle.start.remote(c.name, self.start_utc) for c in self._cameras], "start")
+            pending.update({c.handle.poll.remote(self.cluster.poll_s): c for c in self._cameras})
+            yield from self._collect(pending, started)
+        finally:
+            if pending:  # an exception or an abandoned iterator: still write the last windows
+                self._stop.set()
+                try:
+                    for _ in self._collect(pending, started):
+                        pass
+                except Exception:
+                    logger.exception("could not collect the last windows")
+            self._collect_stats(started)
+            self.close()
+            logger.info("run finished: %s", _summary(self.stats))
+
+    def close(self) -> None:
+        """Stop the workers (and a Ray runtime started here); close the sinks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in [c.handle for c in self._cameras] + [h for _, h in self._classifiers]:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # already gone
+                logger.debug("could not kill %r", handle, exc_info=True)
+        if self._own_runtime:
+            ray.shutdown()
+        sinks, self._file_sinks, self._sinks = [*self._file_sinks, *self._sinks], [], []
+        close_all(sinks)
+
+    def __enter__(self) -> ClusterRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- starting
+
+    def _layout(self) -> tuple[list[Any], float, float]:
+        """Where the classifier replicas go, and the CPUs per camera and per classifier worker."""
+        cl = self.cluster
+        if cl.classifier_replicas == PER_NODE:
+            nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+            strategies: list[Any] = [NodeAffinitySchedulingStrategy(n, soft=False) for n in nodes]
+        else:
+            strategies = ["DEFAULT"] * int(cl.classifier_replicas)
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+        cameras = len(self.config.sources)
+        share = math.floor(100 * min(1.0, total / (cameras + len(strategies)))) / 100 if total else 1.0
+        camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
+        classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
+        wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
+        if wanted > total + 1e-6:
+            logger.warning(
+                "this run asks Ray for %.2f CPUs (%d cameras x %g + %d classifiers x %g) but the cluster has "
+                "%g now; workers wait for more nodes (an autoscaler) up to %g s",
+                wanted, cameras, camera_cpus, len(strategies), classifier_cpus, total, cl.start_timeout_s,
+            )  # fmt: skip
+        return strategies, camera_cpus, classifier_cpus
+
+    def _start_classifiers(self, strategies: list[Any], cpus: float) -> None:
+        cl = self.cluster
+        actor = ray.remote(BatchingClassifier)
+        run_id = uuid.uuid4().hex[:8]
+        names = [f"edumood-{run_id}-classifier{i}" for i in range(len(strategies))]
+        handles = [
+            actor.options(
+                name=name, num_cpus=cpus, num_gpus=cl.classifier_gpus, max_restarts=cl.max_restarts,
+                max_task_retries=_task_retries(cl), scheduling_strategy=strategy,
+            ).remote(self.config.classifier, cl.max_batch_faces, cl.batch_wait_ms, name)
+            for name, strategy in zip(names, strategies, strict=True)
+        ]  # fmt: skip
+        self._classifiers = [(info, handle) for info, handle in
+                             zip(self._get([h.info.remote() for h in handles], "load the model"), handles,
+                                 strict=True)]  # fmt: skip
+        for info, _ in self._classifiers:
+            if isinstance(info, EduMoodError):
+                raise info
+
+    def _start_cameras(self, cpus: float) -> None:
+        cl = self.cluster
+        actor = ray.remote(CameraWorker)
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        for index, source in enumerate(self.config.sources):
+            handle = actor.options(
+                num_cpus=cpus, max_restarts=cl.max_restarts, max_task_retries=_task_retries(cl),
+                scheduling_strategy="SPREAD",
+            ).remote(index, replace(self.config, sources=(source,)), [i for i, _ in self._classifiers], env)
+            self._cameras.append(Camera(index, handle))
+        open_s = max(s.open_timeout_s for s in self.config.sources)
+        opened: list[Opened] = self._get([c.handle.open.remote() for c in self._cameras], "open", open_s)
+        for result in opened:
+            if result.error is not None:
+                raise result.error
+        for camera, result, name in zip(self._cameras, opened, unique_names([o.name for o in opened]),
+                                        strict=True):
+            camera.name, camera.live, camera.node, camera.pid = name, result.live, result.node, result.pid
+        for error in self._get([c.handle.prepare.remote(c.name) for c in self._cameras], "load the detector"):
+            if error is not None:
+                raise error
+
+    def _get(self, refs: list[Any], what: str, extra_s: float = 0.0) -> list[Any]:
+        """`ray.get` bounded by ``start_timeout_s``; a timeout becomes one clear ClusterError."""
+        timeout_s = self.cluster.start_timeout_s + extra_s
+        try:
+            return ray.get(refs, timeout=timeout_s)
+        except GetTimeoutError:
+            cpus = ray.cluster_resources().get("CPU", 0)
+            raise ClusterError(
+                f"the workers did not {what} within {timeout_s:g} s; the cluster has {cpus:g} CPUs for "
+                f"{len(self.config.sources)} camera(s): give them fewer CPUs each or add nodes"
+            ) from None
+        except RayActorError as exc:
+            raise ClusterError(f"a worker died while it should {what}: {_first_line(exc)}") from exc
+
+    # ----------------------------------------------------------------- collecting rows
+
+    def _collect(self, pending: dict[Any, Camera], started: float) -> Iterator[ClusterWindow]:
+        """Poll the cameras until all are done; `pending` maps each outstanding poll to its camera."""
+        duration_s = self.config.duration_s
+        live = any(c.live for c in self._cameras)
+        deadline = started + duration_s if live and duration_s is not None else None
+        stop_by: float | None = None
+        while pending:
+            now = time.monotonic()
+            if stop_by is None and (self._stop.is_set() or (deadline is not None and now >= deadline)):
+                if not self._stop.is_set():
+                    logger.info("duration of %g s reached", duration_s)
+                for camera in pending.values():
+                    camera.handle.stop.remote()
+                stop_by = now + STOP_GRACE_S
+            if stop_by is not None and now > stop_by:
+                late = sorted(c.name for c in pending.values())
+                logger.error("%s did not finish within %g s of stopping; their last windows are lost",
+                             ", ".join(late), STOP_GRACE_S)
+                for camera in pending.values():
+                    self.source_states[camera.name] = "stopped"
+                pending.clear()
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.cluster.poll_s)
+            for ref in ready:
+                camera = pending.pop(ref)
+                try:
+                    report: CameraReport = ray.get(ref)
+                except RayActorError as exc:  # Ray will not restart it any more
+                    logger.error("%s: worker %s lost for good (%s); its rows stop here", camera.name,
+                                 camera.actor, _first_line(exc))
+                    self.source_states[camera.name] = "failed"
+                    continue
+                if report.pid != camera.pid:
+                    self._restarted(camera, report, stopping=stop_by is not None)
+                camera.frames = camera.frames_before + report.frames
+                rows = [ClusterWindow.of(r, report.node, camera.actor) for r in report.rows]
+                if rows:
+                    camera.last_start = rows[-1].window_start_utc
+                if report.done:
+                    self._finished(camera, report)
+                else:  # asked before yielding, so that an abandoned iterator still collects this camera
+                    pending[camera.handle.poll.remote(self.cluster.poll_s)] = camera
+                yield from self._emit(rows)
+
+    def _restarted(self, camera: Camera, report: CameraReport, stopping: bool) -> None:
+        """Ray restarted the worker (a new process): tell it where to pick up."""
+        camera.restarts += 1
+        camera.frames_before = camera.frames
+        camera.pid, camera.node = report.pid, report.node
+        logger.warning("%s: its worker died; Ray restarted it on %s as %s", camera.name, report.node,
+                       camera.actor)
+        if not report.started:
+            assert self.start_utc is not None
+            camera.handle.start.remote(camera.name, self.start_utc, camera.last_start)
+            if stopping:
+                camera.handle.stop.remote()
+
+    def _finished(self, camera: Camera, report: CameraReport) -> None:
+        state = report.state or "stopped"
+        self.source_states[camera.name] = state
+        if state == "failed":
+            logger.error("%s failed: %s; its rows stop here", camera.name, report.error or "unknown error")
+        else:
+            logger.info("%s %s after %d frames", camera.name, state, camera.frames)
+
+    def _emit(self, rows: list[ClusterWindow]) -> Iterator[ClusterWindow]:
+        """Write the rows to every sink, then yield them. A live view (console) shows each camera's last
+        window: per-frame state stays on the camera workers."""
+        for row in rows:
+            for sink in (*self._file_sinks, *self._sinks):
+                sink.write(row)
+                if isinstance(sink, LiveSink):
+                    sink.update(self._live_state(row))
+        yield from rows
+
+    def _live_state(self, row: ClusterWindow) -> LiveState:
+        shares = None if row.dominant_label is None else row.shares
+        state = "connected" if row.frames else "gap: no frames"
+        return LiveState(
+            source=row.source, fps=row.fps, faces=round(row.faces_mean), tracks=row.tracks, shares=shares,
+            engagement_index=row.engagement_index, dropped=row.dropped_frames,
+            provider=self._classifiers[0][0].provider, source_state=state,
+        )  # fmt: skip
+
+    def _collect_stats(self, started: float) -> None:
+        """Per-camera and classifier statistics, fetched before the workers are stopped."""
+        wall_s = time.monotonic() - started
+        cameras = self._cameras
+        try:
+            per_camera = ray.get([c.handle.stats.remote() for c in cameras], timeout=STATS_TIMEOUT_S)
+            per_classifier: list[BatchStats] = ray.get([h.stats.remote() for _, h in self._classifiers],
+                                                       timeout=STATS_TIMEOUT_S)
+        except (GetTimeoutError, RayActorError) as exc:
+            logger.warning("could not fetch the workers' statistics: %s", _first_line(exc))
+            per_camera, per_classifier = [{} for _ in cameras], []
+        for camera, stats in zip(cameras, per_camera, strict=True):
+            camera.stats = stats
+        batching = BatchStats()
+        for replica in per_classifier:
+            batching.merge(replica)
+        frames = sum(c.frames for c in cameras)
+        self.stats = {
+            "wall_s": wall_s,
+            "frames": frames,
+            "fps": frames / wall_s if wall_s > 0 else 0.0,
+            "cameras": [
+                {"name": c.name, "actor": c.actor, "node": c.node, "restarts": c.restarts, "frames": c.frames,
+                 "state": self.source_states.get(c.name), "pipeline": c.stats}
+                for c in cameras
+            ],
+            "classifiers": [replica.as_dict() for replica in per_classifier],
+            "batching": batching.as_dict(),
+        }  # fmt: skip
+
+
+def run_cluster(
+    config: RunConfig, cluster: ClusterConfig | None = None, sinks: Sequence[WindowSink] = ()
+) -> list[ClusterWindow]:
+    """Run on Ray to the end and return every window row (give ``duration_s`` for live sources)."""
+    return list(ClusterRun(config, cluster, sinks).run())
+
+
+def _check_supported(config: RunConfig) -> None:
+    if config.output.annotate_path is not None:
+        raise ConfigError(
+            f"annotate_path={str(config.output.annotate_path)!r} is not allowed in cluster mode: only window "
+            "rows leave the camera workers, never pixels; annotate a single source without --ray"
+        )
+    if config.output.per_track:
+        raise ConfigError(
+            "per_track=True is not allowed in cluster mode yet; run without --ray for per-track rows"
+        )
+
+
+def _task_retries(cluster: ClusterConfig) -> int:
+    """Calls to a worker that Ray is restarting wait for the new one (none when restarts are off)."""
+    return 0 if cluster.max_restarts == 0 else -1
+
+
+def _summary(stats: dict[str, object]) -> str:
+    if not stats:
+        return "no statistics"
+    batching = stats.get("batching") or {}
+    assert isinstance(batching, dict)
+    return (
+        f"{stats['frames']} frames in {stats['wall_s']:.1f} s = {stats['fps']:.1f} fps over all cameras; "
+        f"classifier: {batching.get('calls', 0)} calls, {batching.get('faces_per_call', 0):.1f} faces and "
+        f"{batching.get('requests_per_call', 0):.2f} camera requests per call"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
