@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -57,10 +57,10 @@ class AggregatorConfig:
             raise ConfigError(f"low_confidence={self.low_confidence!r}: must be in [0, 1]")
         if not self.source:
             raise ConfigError("source='': must name the source")
-        start = self.start_utc if self.start_utc is not None else datetime.now(timezone.utc)
+        start = self.start_utc if self.start_utc is not None else datetime.now(UTC)
         if start.tzinfo is None or start.utcoffset() is None:
             raise ConfigError(f"start_utc={start!r}: must be timezone-aware, e.g. datetime.now(timezone.utc)")
-        object.__setattr__(self, "start_utc", start.astimezone(timezone.utc))
+        object.__setattr__(self, "start_utc", start.astimezone(UTC))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 import numpy as np
@@ -191,7 +191,7 @@ class Pipeline:
         self._started = True
         started = time.monotonic()
         late = start_utc is not None
-        start_utc = start_utc or datetime.now(timezone.utc)
+        start_utc = start_utc or datetime.now(UTC)
         pairs = zip(self.source_names, self._sources, strict=True)
         feeds = [self._new_feed(name, source, start_utc, late) for name, source in pairs]
         try:
@@ -245,7 +245,7 @@ class Pipeline:
             )
         )  # fmt: skip
         if source.live:  # windows of a live source start at start_utc (now by default), frames or not
-            late_ms = (datetime.now(timezone.utc) - start_utc) / _MS if late else 0.0
+            late_ms = (datetime.now(UTC) - start_utc) / _MS if late else 0.0
             aggregator.advance(_now_ms() - max(late_ms, 0.0))
         return _Feed(name, source, Tracker(cfg.tracker), aggregator, DetectSchedule(cfg.detect_every))
 

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edumood_live.errors import ConfigError, OutputError
@@ -168,7 +168,7 @@ def _parse_time(value: object, path: Path, line: int) -> datetime:
         when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError as exc:
         raise ConfigError(f"report input {path}, line {line}: {text!r} is not an ISO-8601 time") from exc
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -473,7 +473,7 @@ def render_html(by_source: dict[str, list[Window]], inputs: Sequence[Path]) -> s
             f'src="data:image/png;base64,{png}">{_CAPTION}'
             f"{_summary_table(summarise(windows), names)}{_window_table(windows, names)}</section>"
         )
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = ", ".join(html.escape(Path(p).name) for p in inputs)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -38,6 +40,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 FALLBACK_FPS = 30.0  # used for timestamps when a video file does not declare its frame rate
 MAX_CONSECUTIVE_DECODE_ERRORS = 16  # a file that fails this often in a row is treated as ending there
+PREFETCH_FRAMES = 2  # video files: frames decoded ahead by a background thread (decoding overlaps the rest)
+DECODER_JOIN_S = 2.0  # how long close() waits for the decoder thread to let go of the capture
 
 
 class SourceState(str, Enum):
@@ -199,7 +203,12 @@ class _Pacer:
 
 
 class VideoFileSource(Source):
-    """A video file, decoded in order with FFmpeg; timestamps are media time in ms."""
+    """A video file, decoded in order with FFmpeg; timestamps are media time in ms.
+
+    The first frame is decoded at once (a file that cannot be read fails here); after that a decoder
+    thread stays up to `PREFETCH_FRAMES` ahead of `read`, so decoding runs on the other core while the
+    caller detects and classifies (OpenCV releases the GIL). Frame order and counts are unchanged.
+    """
 
     live = False
 
@@ -222,10 +231,16 @@ class VideoFileSource(Source):
         self._pacer = _Pacer(config.max_fps)
         self._counts = {"read": 0, "skipped": 0, "errors": 0}
         self._last_error: str | None = None
-        self._pending = self._next_frame()
+        self._pending: Frame | None = self._next_frame()
         if self._pending is None:
-            self.close()
+            self._cap.release()
             raise SourceError(f"{path} opened but contains no decodable video frame")
+        self._ahead: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=PREFETCH_FRAMES)
+        self._stop = threading.Event()
+        self._decoder = threading.Thread(
+            target=self._decode_ahead, name=f"edumood-decode-{path.name}", daemon=True
+        )
+        self._decoder.start()
 
     @property
     def finished(self) -> bool:
@@ -236,14 +251,40 @@ class VideoFileSource(Source):
             return None
         frame = self._pending
         self._counts["read"] += 1
-        for _ in range(self._config.stride - 1):
-            if not self._grab():
-                break
-            self._counts["skipped"] += 1
-        self._pending = self._next_frame()
+        upcoming = self._ahead.get()
+        if isinstance(upcoming, BaseException):  # the decoder failed: raise it here, as before
+            self.close()
+            raise upcoming
+        self._pending = upcoming
         if self._pending is None:
             self.close()
         return frame
+
+    def _decode_ahead(self) -> None:
+        """Decoder thread: pass over stride-1 frames, decode the next, queue it; None at the end."""
+        try:
+            while not self._stop.is_set():
+                for _ in range(self._config.stride - 1):
+                    if not self._grab():
+                        break
+                    self._counts["skipped"] += 1
+                frame = self._next_frame()
+                self._put(frame)
+                if frame is None:
+                    return
+        except Exception as exc:  # handed to the reader, which raises it
+            self._put(exc)
+        finally:
+            self._ended = True
+            self._cap.release()
+
+    def _put(self, item: Frame | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ahead.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _next_frame(self) -> Frame | None:
         """Decode the next frame; None at the end of the file."""
@@ -301,8 +342,14 @@ class VideoFileSource(Source):
 
     def close(self) -> None:
         self._pending = None
-        self._ended = True
-        self._cap.release()
+        self._stop.set()
+        while True:  # unblock a decoder waiting for room in the queue
+            try:
+                self._ahead.get_nowait()
+            except queue.Empty:
+                break
+        if self._decoder is not threading.current_thread():
+            self._decoder.join(timeout=DECODER_JOIN_S)  # it releases the capture on its way out
 
 
 def _natural_key(path: Path) -> list[object]:

@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +86,7 @@ def build_metadata(meta: dict, model_name: str, version: str, trained_on: dict) 
         "metrics": json.dumps(meta.get("metrics", {})),
         "arch": meta["arch"],
         "temperature": f"{meta.get('temperature', 1.0):.6f}",
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source_commit": _git_commit(),
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from edumood_live.errors import ConfigError
 from edumood_live.types import TrackedFaces, WindowStatus
 
 LABELS = ("Angry", "Neutral", "Engaged", "Bored")
-START = datetime(2025, 3, 4, 9, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 
 
 def faces(labels: list[int], ids: list[int] | None = None, confidence: float = 0.7) -> TrackedFaces:

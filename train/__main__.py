@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 from rich.logging import RichHandler
 
@@ -21,6 +23,15 @@ EXAMPLES = """examples:
   # fine-tune on the 4 classes from that checkpoint
   python -m train fit --recipe train/recipes/four_class.toml --arch fast --out runs/fast4 \\
       --init-from runs/pretrain/best.pt
+  # research toolkit (docs/RESEARCH.md): data report, architecture comparison, k-fold, bias
+  python -m train report --recipe train/recipes/four_class.toml --out runs/report4
+  python -m train compare --recipe train/recipes/four_class.toml --out runs/compare4
+  python -m train kfold --recipe train/recipes/four_class.toml --arch fast --out runs/kfold4
+  python -m train prelabel --recipe train/recipes/four_class.toml --sources affectnet4 --out runs/prelabel4
+  python -m train bias --recipe train/recipes/four_class.toml --subgroups runs/prelabel4/subgroups.csv \\
+      --mitigate --out runs/bias4
+  # any research run again, exactly as it was configured
+  python -m train compare --config runs/compare4/config.json
 """
 
 
@@ -46,10 +57,133 @@ def _parser() -> argparse.ArgumentParser:
                      help="sampling weight of a recipe source (repeatable)")
     fit.add_argument("--balance", default="class", choices=["class", "none"],
                      help="class: sample every label equally often (default); none: natural frequencies")
+    fit.add_argument("--ema-decay", type=float, default=0.995,
+                     help="exponential moving average of the weights, validated and saved (0 = off)")
     fit.add_argument("--max-train-images", type=int)
     fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     fit.add_argument("--threads", type=int, default=2)
+    _add_research_commands(sub)
     return parser
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _research_parser(sub: Any, name: str, help_text: str, recipe: bool = True) -> argparse.ArgumentParser:
+    """A research subcommand: its options default to None so the config dataclass supplies defaults."""
+    parser = sub.add_parser(name, help=help_text, description=f"{help_text}. Defaults: docs/RESEARCH.md.")
+    parser.add_argument("--config", help="repeat a saved run: its config.json (only --out may be added)")
+    parser.add_argument("--out", dest="out_dir", help="run folder")
+    if recipe:
+        parser.add_argument("--recipe", help="data recipe TOML (train/recipes/)")
+        parser.add_argument("--data-root", help="folder the recipe's roots are relative to "
+                            "(../shared/datasets)")
+    return parser
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, help="maximum epochs per model (40)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (8)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-train-images", type=int, help="cap on training images (quick runs)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--fit-option", dest="fit_options", action="append", type=_key_value,
+                        metavar="KEY=VALUE",
+                        help="another TrainConfig field for every model, e.g. ema_decay=0 (repeatable)")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def _add_research_commands(sub: Any) -> None:
+    report = _research_parser(sub, "report",
+                              "data report: class distribution, sample faces, intensity histograms")
+    report.add_argument("--size", type=int, help="model input side in pixels (64)")
+    report.add_argument("--samples-per-class", type=int, help="faces per label in the sample grid (8)")
+    report.add_argument("--seed", type=int)
+
+    compare = _research_parser(sub, "compare", "train, test and time several architectures; comparison table")
+    compare.add_argument("--archs", type=_csv, help=f"comma-separated, from {', '.join(ARCHS)} (all of them)")
+    _training_options(compare)
+    compare.add_argument("--timing-threads", type=int, help="CPU threads when timing ms/face (1)")
+    compare.add_argument("--timing-repeats", type=int, help="timed forward passes per model (50)")
+
+    kfold = _research_parser(sub, "kfold", "stratified, grouped k-fold cross-validation of one architecture")
+    kfold.add_argument("--arch", choices=sorted(ARCHS), help="architecture (fast)")
+    kfold.add_argument("--folds", type=int, help="number of folds (10)")
+    kfold.add_argument("--no-single-split", dest="single_split", action="store_false", default=None,
+                       help="skip the comparison run on the recipe's own split")
+    _training_options(kfold)
+
+    bias = _research_parser(sub, "bias", "per-subgroup metrics, disparity and reweighting mitigation")
+    bias.add_argument("--subgroups", help="CSV: path,<attribute>,... (python -m train prelabel writes one)")
+    bias.add_argument("--attributes", type=_csv, help="comma-separated CSV columns (age_group,gender)")
+    bias.add_argument("--checkpoint", help="evaluate this best.pt instead of training a baseline")
+    bias.add_argument("--split", choices=["val", "test"], help="split to evaluate (test)")
+    bias.add_argument("--mitigate", action="store_true", default=None,
+                      help="also train with subgroup-balanced sampling and compare before/after")
+    bias.add_argument("--min-group-size", type=int, help="smallest group counted in the disparity (10)")
+    bias.add_argument("--max-weight", type=float, help="clip of the mitigation weights (5)")
+    bias.add_argument("--arch", choices=sorted(ARCHS), help="architecture when training (fast)")
+    _training_options(bias)
+
+    prelabel = _research_parser(sub, "prelabel",
+                                "pre-label age group and gender of face crops for hand correction")
+    prelabel.add_argument("--sources", type=_csv, help="comma-separated recipe sources (every crops source)")
+    prelabel.add_argument("--limit-per-folder", type=int, help="first N files per label folder")
+
+
+def _research_config(args: argparse.Namespace) -> Any:
+    """The command's config: from --config (plus --out), or from the flags given over the defaults."""
+    from train.bias import BiasConfig
+    from train.compare import CompareConfig
+    from train.kfold import KFoldConfig
+    from train.prelabel import PrelabelConfig
+    from train.report import ReportConfig
+    from train.runfolder import load_config
+
+    cls = {"report": ReportConfig, "compare": CompareConfig, "kfold": KFoldConfig, "bias": BiasConfig,
+           "prelabel": PrelabelConfig}[args.command]
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "fit_options" in given:
+        given["fit_options"] = dict(given["fit_options"])
+    if args.config:
+        extra = sorted(set(given) - {"out_dir"})
+        if extra:
+            raise ValueError(f"--config repeats a saved run; only --out may be added, not {extra}")
+        return load_config(Path(args.config), args.command, cls, out_dir=args.out_dir)
+    required = [f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING and f.name not in given]
+    if required:
+        raise ValueError(f"{args.command} needs --{' --'.join(r.replace('_', '-') for r in required)} "
+                         "(or --config of a saved run)")
+    return cls(**given)
+
+
+def _run_research(args: argparse.Namespace) -> None:
+    from train.bias import run_bias
+    from train.compare import run_compare
+    from train.kfold import run_kfold
+    from train.prelabel import run_prelabel
+    from train.report import run_report
+
+    cfg = _research_config(args)
+    runner = {"report": run_report, "compare": run_compare, "kfold": run_kfold, "bias": run_bias,
+              "prelabel": run_prelabel}[args.command]
+    runner(cfg)
+    print(f"run folder: {Path(cfg.out_dir).resolve()}")
 
 
 def _source_weights(pairs: list[str]) -> dict[str, float]:
@@ -72,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 recipe=args.recipe, arch=args.arch, data_root=args.data_root, out_dir=args.out,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                 patience=args.patience, seed=args.seed, init_from=args.init_from,
-                exclude_heldout_of=args.exclude_heldout_of, source_weights=_source_weights(args.source_weight), balance=args.balance,
+                exclude_heldout_of=args.exclude_heldout_of,
+                source_weights=_source_weights(args.source_weight), balance=args.balance, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
             )
             results = run(cfg)
@@ -80,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                 test = results["splits"].get("test") or results["splits"]["val"]
                 print(json.dumps({k: test["all"][k] for k in ("accuracy", "macro_f1", "micro_f1")}, indent=2))
                 print(f"run folder: {Path(args.out).resolve()}")
-    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        else:
+            _run_research(args)
+    except (RecipeError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -60,7 +60,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                     loss_fn: nn.Module, size: tuple[int, int], batch_size: int, device: torch.device,
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
-                    on_batch: Callable[[int], None] | None = None) -> float:
+                    on_batch: Callable[[int], None] | None = None,
+                    on_step: Callable[[], None] | None = None) -> float:
     """One pass over ``order`` (sample indices); returns the mean training loss."""
     model.train()
     total, seen = 0.0, 0
@@ -82,6 +83,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
             loss.backward()
             optimizer.step()
         scheduler.step()
+        if on_step is not None:
+            on_step()
         total += float(loss.detach()) * len(idx)
         seen += len(idx)
         if on_batch is not None:

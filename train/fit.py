@@ -47,6 +47,9 @@ class TrainConfig:
     source_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per source
     balance: str = "class"  # "class": every label sampled equally often; "none": natural frequencies
     max_train_images: int | None = None  # cap (tests, quick runs)
+    split_file: str | None = None  # JSON {image path: train|val|test} replacing the recipe split (k-fold)
+    weight_file: str | None = None  # JSON {image path: sampling weight multiplier} (bias mitigation)
+    ema_decay: float = 0.995  # exponential moving average of the weights, evaluated and saved (0 = off)
     device: str = "auto"
     threads: int = 2
 
@@ -79,16 +82,43 @@ def _load_data(cfg: TrainConfig, size: tuple[int, int], channels: int, cache: Pa
                               cache_dir=cache)
         held_out = {h for h, s in zip(other.hashes, other.split, strict=True) if s != SPLITS.index("train")}
         keep = np.array([h not in held_out for h in data.hashes])
-        data.skipped = {**data.skipped, f"held out by {Path(cfg.exclude_heldout_of).name}": int((~keep).sum())}
+        reason = f"held out by {Path(cfg.exclude_heldout_of).name}"
+        data.skipped = {**data.skipped, reason: int((~keep).sum())}
         data = data.subset(keep)
     return data
 
 
+def _apply_split_file(data: Dataset, path: Path) -> Dataset:
+    """Replace the recipe's split by the one in ``path``; images it does not list are dropped."""
+    assigned = json.loads(path.read_text())
+    keep = np.array([p in assigned for p in data.paths])
+    data = data.subset(keep)
+    data.split = np.array([SPLITS.index(assigned[p]) for p in data.paths], np.int64)
+    return data
+
+
+def load_run_data(cfg: TrainConfig) -> Dataset:
+    """The data a run with ``cfg`` trains and tests on: recipe split (or split file), exclusions applied."""
+    size = (ARCHS[cfg.arch].input_size,) * 2
+    data = _load_data(cfg, size, 1, Path("runs/cache"))
+    return _apply_split_file(data, Path(cfg.split_file)) if cfg.split_file else data
+
+
+def _image_weights(data: Dataset, path: str | None) -> np.ndarray:
+    """Per-image sampling weight multipliers from a JSON file (images it does not list: 1)."""
+    if path is None:
+        return np.ones(len(data.paths))
+    given = json.loads(Path(path).read_text())
+    return np.array([float(given.get(p, 1.0)) for p in data.paths])
+
+
 def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, float],
-                      balance: str) -> np.ndarray:
-    """Sampling probabilities: per source weight, and with ``balance='class'`` equal mass per label."""
+                      balance: str, image_weights: np.ndarray | None = None) -> np.ndarray:
+    """Sampling probabilities: per source weight times per image weight, and with ``balance='class'``
+    equal mass per label."""
+    image_w = np.ones(len(idx)) if image_weights is None else image_weights[idx]
     if balance == "none":
-        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]])
+        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]]) * image_w
         return w / w.sum()
     weights = np.zeros(len(idx))
     for k in range(len(data.labels)):
@@ -96,7 +126,7 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
         if not in_class.any():
             continue
         src = data.source[idx][in_class]
-        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in src])
+        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in src]) * image_w[in_class]
         weights[in_class] = w / w.sum()
     return weights / weights.sum()
 
@@ -124,7 +154,7 @@ def run(cfg: TrainConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = (ARCHS[cfg.arch].input_size,) * 2
-    data = _load_data(cfg, size, 1, Path("runs/cache"))
+    data = load_run_data(cfg)
     train_idx = np.flatnonzero(data.split_mask("train"))
     if cfg.max_train_images is not None:
         train_idx = np.random.default_rng(cfg.seed).permutation(train_idx)[: cfg.max_train_images]
@@ -140,6 +170,11 @@ def run(cfg: TrainConfig) -> dict:
                                         strict=False)
         log.info("initialised from %s (not loaded: %s)", cfg.init_from, missing.missing_keys)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
+    # The averaged weights (BN statistics included) are what is validated and saved: the raw weights
+    # of a small net on small data swing from epoch to epoch.
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay > 0 else None)
 
     steps_per_epoch = max(1, len(train_idx) // world // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -152,6 +187,8 @@ def run(cfg: TrainConfig) -> dict:
     if last.exists():  # resume
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
+        if ema is not None and "ema" in ckpt:
+            ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_f1, best_epoch, history = (ckpt["epoch"] + 1, ckpt["best_f1"], ckpt["best_epoch"],
@@ -160,7 +197,8 @@ def run(cfg: TrainConfig) -> dict:
 
     images = torch.from_numpy(data.images)
     targets = torch.from_numpy(data.targets)
-    weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance)
+    weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance,
+                                _image_weights(data, cfg.weight_file))
     val_mask = data.split_mask("val")
     meta = {"labels": list(data.labels), "arch": cfg.arch, "input_size": list(size), "channels": 1,
             "recipe": load_recipe(Path(cfg.recipe)).name, "params": count_parameters(model)}
@@ -180,10 +218,12 @@ def run(cfg: TrainConfig) -> dict:
             t0 = time.perf_counter()
             loss = train_one_epoch(net, images, targets, order, optimizer, scheduler, loss_fn, size,
                                    cfg.batch_size, device, generator, scaler,
-                                   on_batch=lambda n: progress.advance(task, n))
+                                   on_batch=lambda n: progress.advance(task, n),
+                                   on_step=None if ema is None else lambda: ema.update_parameters(model))
             if rank != 0:
                 continue
-            val, _ = _evaluate(model, data, val_mask, size, device)
+            evaluated = model if ema is None else ema.module
+            val, _ = _evaluate(evaluated, data, val_mask, size, device)
             history.append({"epoch": epoch, "loss": loss, "val_macro_f1": val["macro_f1"],
                             "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - t0})
             progress.update(task, info=f"loss {loss:.3f} val macro-F1 {val['macro_f1']:.3f}")
@@ -191,8 +231,9 @@ def run(cfg: TrainConfig) -> dict:
                      val["accuracy"], val["macro_f1"], history[-1]["seconds"])
             if val["macro_f1"] > best_f1:
                 best_f1, best_epoch = val["macro_f1"], epoch
-                torch.save({"model": model.state_dict(), "meta": meta, "epoch": epoch}, out / "best.pt")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                torch.save({"model": evaluated.state_dict(), "meta": meta, "epoch": epoch}, out / "best.pt")
+            torch.save({"model": model.state_dict(), "ema": None if ema is None else ema.state_dict(),
+                        "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
                         "best_epoch": best_epoch, "history": history, "meta": meta}, last)
     if distributed:
@@ -212,7 +253,8 @@ def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]
     size = tuple(meta["input_size"])
     _, val_logits = _evaluate(model, data, data.split_mask("val"), size, device)
     temperature = fit_temperature(val_logits, torch.from_numpy(data.targets[data.split_mask("val")]))
-    results: dict = {"best_epoch": best["epoch"], "temperature": temperature, "history": history, "splits": {}}
+    results: dict = {"best_epoch": best["epoch"], "temperature": temperature, "history": history,
+                     "splits": {}}
     for split in ("val", "test"):
         mask = data.split_mask(split)
         if not mask.any():
@@ -230,3 +272,11 @@ def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]
     torch.save(best, out / "best.pt")
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def evaluate_run(out_dir: Path) -> dict:
+    """Re-run calibration and testing of a finished run from its saved config (same data, same split)."""
+    out = Path(out_dir)
+    cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+    history = json.loads((out / "metrics.json").read_text())["history"] if (out / "metrics.json").exists() else []
+    return finalize(out, load_run_data(cfg), _device(cfg.device), history)

@@ -49,7 +49,8 @@ class Recipe:
             paths = [data_root / root for root in source.roots]
             for path in paths:
                 if not path.is_dir():
-                    raise RecipeError(f"{self.path.name}: source '{source.name}': folder {path} does not exist")
+                    raise RecipeError(
+                        f"{self.path.name}: source '{source.name}': folder {path} does not exist")
             resolved[source.name] = paths
         return resolved
 
@@ -83,7 +84,8 @@ def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
     for folder, target in label_map.items():
         if target not in labels:
             raise RecipeError(
-                f"{where}: folder '{folder}' maps to unknown label {target!r}; known labels: {', '.join(labels)}"
+                f"{where}: folder '{folder}' maps to unknown label {target!r}; "
+                f"known labels: {', '.join(labels)}"
             )
     return SourceSpec(name, tuple(roots), kind, group, dict(label_map))
 
@@ -108,7 +110,8 @@ def load_recipe(path: Path) -> Recipe:
     val = float(split.get("val_fraction", 0.15))
     test = float(split.get("test_fraction", 0.15))
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise RecipeError(f"{where}: split fractions val={val}, test={test} must be in [0, 1) and sum below 1")
+        raise RecipeError(
+            f"{where}: split fractions val={val}, test={test} must be in [0, 1) and sum below 1")
     sources_raw = raw.get("sources")
     if not isinstance(sources_raw, list) or not sources_raw:
         raise RecipeError(f"{where}: needs at least one [[sources]] table")

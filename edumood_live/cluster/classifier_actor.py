@@ -192,7 +192,7 @@ class BatchingClassifier:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), deadline - now)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _take(self) -> list[_Request]:

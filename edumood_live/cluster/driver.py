@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -158,7 +158,7 @@ class ClusterRun:
             raise RuntimeError("ClusterRun.run() can be called only once; build a new ClusterRun")
         self._started = True
         started = time.monotonic()
-        self.start_utc = datetime.now(timezone.utc)
+        self.start_utc = datetime.now(UTC)
         pending: dict[Any, Camera] = {}
         try:
             self._get([c.handle.start.remote(c.name, self.start_utc) for c in self._cameras], "start")
