@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    started_utc = datetime.now(timezone.utc)
+    started_utc = datetime.now(UTC)
     info = {
         **machine(),
         **machine_extra(),

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"annotated photos not found at {FACES_DLIB_DIR}; nothing to benchmark")
         return 1
     photos = load_dlib_faces()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     info = machine()
     console.print(
         f"machine: {info['cpu']}, {info['usable_cores']} usable cores, load {info['load_avg_1_5_15']}"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ class LatencyProbe:
         self.rows.append(summary)
         if summary.status in ("ok", "suppressed"):
             end = datetime.fromisoformat(summary.window_end_utc.replace("Z", "+00:00"))
-            self.row_ms.append((datetime.now(timezone.utc) - end).total_seconds() * 1000.0)
+            self.row_ms.append((datetime.now(UTC) - end).total_seconds() * 1000.0)
 
     def close(self) -> None:
         pass
