@@ -58,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             print()
     print("### Confusion matrix, test split, all sources\n")
     print(confusion_table(metrics["splits"]["test"]["all"]))
-    print(f"\nBest epoch {metrics['best_epoch'] + 1}, temperature {metrics['temperature']:.3f}.")
+    bias = ", ".join(f"{k} {v:+.3f}" for k, v in metrics.get("class_bias", {}).items()) or "none"
+    print(f"\nBest epoch {metrics['best_epoch'] + 1}, temperature {metrics['temperature']:.3f}, class bias {bias}.")
+    if metrics.get("uncalibrated"):
+        print("\n### Calibration effect (all sources)\n")
+        print("| split | uncalibrated accuracy / macro-F1 | calibrated accuracy / macro-F1 |\n|---|---:|---:|")
+        for split, raw in metrics["uncalibrated"].items():
+            cal = metrics["splits"][split]["all"]
+            print(f"| {split} | {raw['accuracy']:.3f} / {raw['macro_f1']:.3f} | {cal['accuracy']:.3f} / "
+                  f"{cal['macro_f1']:.3f} |")
     return 0
 
 

@@ -1,7 +1,7 @@
 """PyTorch checkpoint -> ONNX classifier carrying its own metadata, verified against PyTorch.
 
 The exported graph takes ``images`` float32 ``[N, C, H, W]`` (dynamic N) normalised as
-``(pixel / 255 - mean) / std`` and returns temperature-calibrated ``logits`` ``[N, K]``. Everything
+``(pixel / 255 - mean) / std`` and returns calibrated ``logits`` ``[N, K]`` (``network / T + bias``). Everything
 the runtime needs to use it (labels, input size, channels, normalisation) is in ``metadata_props``.
 """
 
@@ -34,15 +34,16 @@ class ExportError(RuntimeError):
 
 
 class _Calibrated(nn.Module):
-    """The trained network followed by temperature scaling, so the ONNX logits are calibrated."""
+    """The trained network followed by its calibration (``logits / T + bias``), so ONNX logits are calibrated."""
 
-    def __init__(self, model: nn.Module, temperature: float) -> None:
+    def __init__(self, model: nn.Module, temperature: float, bias: list[float], num_classes: int) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature))
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32) if bias else torch.zeros(num_classes))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images) * self.inv_temperature
+        return self.model(images) * self.inv_temperature + self.bias
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def build_metadata(meta: dict, model_name: str, version: str, trained_on: dict) 
         "metrics": json.dumps(meta.get("metrics", {})),
         "arch": meta["arch"],
         "temperature": f"{meta.get('temperature', 1.0):.6f}",
+        "class_bias": json.dumps(meta.get("class_bias", [])),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source_commit": _git_commit(),
     }
@@ -114,7 +116,8 @@ def export_onnx(checkpoint: Path, out: Path, parity_images: np.ndarray, model_na
                 trained_on: dict, opset: int = 18) -> ExportResult:
     """Export, attach metadata, run ``onnx.checker`` and the parity check; returns the result."""
     model, meta = load_checkpoint(checkpoint)
-    wrapped = _Calibrated(model, float(meta.get("temperature", 1.0))).eval()
+    wrapped = _Calibrated(model, float(meta.get("temperature", 1.0)), meta.get("class_bias", []),
+                          len(meta["labels"])).eval()
     h, w = meta["input_size"]
     example = torch.zeros(2, meta["channels"], h, w)
     out = Path(out)

@@ -1,4 +1,4 @@
-"""Batch augmentation, one training epoch, evaluation and temperature calibration.
+"""Batch augmentation, one training epoch, evaluation and calibration (temperature + class bias).
 
 Data lives in memory as uint8 tensors; augmentation runs on whole batches (one affine grid per batch)
 so a 2-core CPU spends its time in the network, not in Python image code.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,16 +108,40 @@ def predict_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int]
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
-def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): the T > 0 minimising validation NLL of logits / T."""
+@dataclass(frozen=True)
+class Calibration:
+    """``logits / temperature + bias``: what the exported model applies after the network."""
+
+    temperature: float = 1.0
+    bias: tuple[float, ...] = ()
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        out = logits / self.temperature
+        return out + torch.tensor(self.bias, dtype=out.dtype) if self.bias else out
+
+
+def fit_calibration(logits: torch.Tensor, targets: torch.Tensor, l2: float = 1e-3) -> Calibration:
+    """Bias-corrected temperature scaling (Alexandari et al. 2020) fitted on class-balanced validation NLL.
+
+    One temperature and one bias per label minimise the validation cross-entropy with every label weighted
+    by 1 / its count, so each label weighs the same whatever its frequency. The biases therefore correct
+    the network's systematic over- or under-calling of a label without adopting the validation set's
+    class frequencies: those reflect the mix of training sources, and a classroom's are unknown.
+    Labels absent from validation get weight 0; a small L2 penalty keeps their bias finite.
+    """
+    k = logits.shape[1]
+    counts = torch.bincount(targets, minlength=k).float()
+    weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / int((counts > 0).sum()), 0.0)
     log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    bias = torch.zeros(k, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t, bias], lr=0.1, max_iter=200)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss = F.cross_entropy(logits / log_t.exp() + bias, targets, weight=weight) + l2 * bias.square().sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    centred = bias.detach() - bias.detach().mean()  # softmax ignores a common shift
+    return Calibration(float(log_t.detach().exp().clamp(0.05, 20.0)), tuple(round(float(b), 6) for b in centred))

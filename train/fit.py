@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from train.data import SPLITS, Dataset, build_dataset
-from train.engine import fit_temperature, predict_logits, train_one_epoch
+from train.engine import Calibration, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, build_model, count_parameters
 from train.recipe import load_recipe
@@ -132,9 +132,10 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
 
 
 def _evaluate(model: nn.Module, data: Dataset, mask: np.ndarray, size: tuple[int, int], device: torch.device,
-              temperature: float = 1.0) -> tuple[dict, torch.Tensor]:
+              calibration: Calibration | None = None) -> tuple[dict, torch.Tensor]:
     images = torch.from_numpy(data.images[mask])
-    logits = predict_logits(model, images, size, device) / temperature
+    logits = predict_logits(model, images, size, device)
+    logits = calibration.apply(logits) if calibration is not None else logits
     y_true = data.targets[mask]
     metrics = classification_metrics(y_true, logits.argmax(1).numpy(), data.labels) if len(y_true) else {}
     return metrics, logits
@@ -207,6 +208,8 @@ def run(cfg: TrainConfig) -> dict:
     with progress:
         task = progress.add_task("epoch", total=steps_per_epoch * cfg.batch_size, info="")
         for epoch in range(start_epoch, cfg.epochs):
+            if distributed:  # only rank 0 validates: every rank must take the same early-stopping decision
+                best_epoch = _from_rank0(best_epoch, device)
             if epoch - best_epoch > cfg.patience and best_epoch >= 0:
                 log.info("early stop: no val macro-F1 gain for %d epochs", cfg.patience)
                 break
@@ -236,39 +239,52 @@ def run(cfg: TrainConfig) -> dict:
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
                         "best_epoch": best_epoch, "history": history, "meta": meta}, last)
+    results = finalize(out, data, device, history) if rank == 0 else {}
     if distributed:
         dist.barrier()
-    if rank != 0:
         dist.destroy_process_group()
-        return {}
-    return finalize(out, data, device, history)
+    return results
+
+
+def _from_rank0(value: int, device: torch.device) -> int:
+    """``value`` as rank 0 has it, on every rank."""
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]) -> dict:
-    """Load the best epoch, calibrate its temperature on validation, test, write metrics and plots."""
+    """Load the best epoch, calibrate it on validation, test, write metrics and plots.
+
+    ``metrics.json`` keeps the uncalibrated network's overall scores too, so the calibration's effect is
+    visible; the per-source breakdown and the confusion plots are of the calibrated model (the one exported).
+    """
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     meta = best["meta"]
     model = build_model(meta["arch"], len(data.labels)).to(device)
     model.load_state_dict(best["model"])
     size = tuple(meta["input_size"])
     _, val_logits = _evaluate(model, data, data.split_mask("val"), size, device)
-    temperature = fit_temperature(val_logits, torch.from_numpy(data.targets[data.split_mask("val")]))
-    results: dict = {"best_epoch": best["epoch"], "temperature": temperature, "history": history,
-                     "splits": {}}
+    calibration = fit_calibration(val_logits, torch.from_numpy(data.targets[data.split_mask("val")]))
+    results: dict = {"best_epoch": best["epoch"], "temperature": calibration.temperature,
+                     "class_bias": dict(zip(data.labels, calibration.bias, strict=True)), "history": history,
+                     "splits": {}, "uncalibrated": {}}
     for split in ("val", "test"):
         mask = data.split_mask(split)
         if not mask.any():
             continue
-        overall, _ = _evaluate(model, data, mask, size, device, temperature)
+        results["uncalibrated"][split], _ = _evaluate(model, data, mask, size, device)
+        overall, _ = _evaluate(model, data, mask, size, device, calibration)
         per_source = {}
         for s_id, s_name in enumerate(data.source_names):
             m = mask & (data.source == s_id)
             if m.any():
-                per_source[s_name], _ = _evaluate(model, data, m, size, device, temperature)
+                per_source[s_name], _ = _evaluate(model, data, m, size, device, calibration)
         results["splits"][split] = {"all": overall, "by_source": per_source}
         plot_confusion(overall["confusion_matrix"], data.labels,
                        f"{meta['arch']} — {split} split (n={overall['n']})", out / f"confusion_{split}.png")
-    best["meta"] = {**meta, "temperature": temperature, "metrics": results["splits"]}
+    best["meta"] = {**meta, "temperature": calibration.temperature, "class_bias": list(calibration.bias),
+                    "metrics": results["splits"]}
     torch.save(best, out / "best.pt")
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -35,7 +35,8 @@ def test_run_folder_has_config_manifest_metrics_and_plot(trained_run: Path) -> N
     test = metrics["splits"]["test"]["all"]
     assert {"accuracy", "macro_f1", "micro_f1", "macro_precision", "micro_recall", "confusion_matrix"} <= set(test)
     assert np.asarray(test["confusion_matrix"]).sum() == test["n"]
-    assert metrics["temperature"] > 0
+    assert metrics["temperature"] > 0 and len(metrics["class_bias"]) == 3
+    assert set(metrics["uncalibrated"]) == {"val", "test"}
 
 
 def test_export_loads_in_runtime_with_metadata_and_parity(trained_run: Path, tiny_face_data: Path,
