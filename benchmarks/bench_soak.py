@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="classifier ONNX (default: shipped, else /tmp dev model)")
     parser.add_argument("--detect-every", type=int, default=3, help="K (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="detector instances (default 2)")
-    parser.add_argument("--min-face", type=int, default=24, help="--min-face for tiles=auto (default 24)")
+    parser.add_argument("--min-face", type=int, default=32, help="--min-face for tiles=auto (default 32)")
     parser.add_argument(
         "--warmup-samples", type=int, default=1, help="samples ignored by the verdict (default 1)"
     )
