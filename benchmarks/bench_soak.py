@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup-samples", type=int, default=1, help="samples ignored by the verdict (default 1)"
     )
     parser.add_argument(
-        "--max-growth-mb", type=float, default=20.0, help="flat means less growth (default 20)"
+        "--max-growth-mb", type=float, default=5.0, help="flat means less growth (default 5)"
     )
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/soak_<time>.json)")
     args = parser.parse_args(argv)

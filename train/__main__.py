@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.logging import RichHandler
 
-from train.fit import TrainConfig, run
+from train.fit import TrainConfig, evaluate_run, run
 from train.models import ARCHS
 from train.recipe import RecipeError
 
@@ -23,6 +23,8 @@ EXAMPLES = """examples:
   # fine-tune on the 4 classes from that checkpoint
   python -m train fit --recipe train/recipes/four_class.toml --arch fast --out runs/fast4 \\
       --init-from runs/pretrain/best.pt
+  # re-calibrate and re-test a finished run (after a calibration change)
+  python -m train evaluate --run runs/fast4
   # research toolkit (docs/RESEARCH.md): data report, architecture comparison, k-fold, bias
   python -m train report --recipe train/recipes/four_class.toml --out runs/report4
   python -m train compare --recipe train/recipes/four_class.toml --out runs/compare4
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-train-images", type=int)
     fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     fit.add_argument("--threads", type=int, default=2)
+    evaluate = sub.add_parser("evaluate", help="re-calibrate and re-test a finished run (same data, same split)")
+    evaluate.add_argument("--run", required=True, help="run folder written by fit (config.json + best.pt)")
     _add_research_commands(sub)
     return parser
 
@@ -197,6 +201,13 @@ def _source_weights(pairs: list[str]) -> dict[str, float]:
     return weights
 
 
+def _print_summary(results: dict, out: Path) -> None:
+    if results:  # empty on DDP ranks other than 0
+        test = results["splits"].get("test") or results["splits"]["val"]
+        print(json.dumps({k: test["all"][k] for k in ("accuracy", "macro_f1", "micro_f1")}, indent=2))
+        print(f"run folder: {out.resolve()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
@@ -210,11 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 source_weights=_source_weights(args.source_weight), balance=args.balance, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
             )
-            results = run(cfg)
-            if results:
-                test = results["splits"].get("test") or results["splits"]["val"]
-                print(json.dumps({k: test["all"][k] for k in ("accuracy", "macro_f1", "micro_f1")}, indent=2))
-                print(f"run folder: {Path(args.out).resolve()}")
+            _print_summary(run(cfg), Path(args.out))
+        elif args.command == "evaluate":
+            _print_summary(evaluate_run(Path(args.run)), Path(args.run))
         else:
             _run_research(args)
     except (RecipeError, ValueError, FileNotFoundError, ImportError) as exc:

@@ -10,6 +10,7 @@ import pytest
 
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
+from train.__main__ import main
 from train.data import build_dataset
 from train.fit import TrainConfig, run
 from train.recipe import load_recipe
@@ -69,3 +70,15 @@ def test_parity_check_fails_on_a_different_model(trained_run: Path, tiny_face_da
             p.data.add_(0.5)
     with pytest.raises(ExportError, match="differs from PyTorch"):
         check_parity(model, onnx_path, data.images[:8])
+
+
+def test_evaluate_command_recalibrates_a_finished_run(trained_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    before = json.loads((trained_run / "metrics.json").read_text())
+    assert main(["evaluate", "--run", str(trained_run)]) == 0
+    after = json.loads((trained_run / "metrics.json").read_text())
+    assert after["history"] == before["history"]  # training history kept
+    assert after["splits"]["test"]["all"]["n"] == before["splits"]["test"]["all"]["n"]
+    assert "macro_f1" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
