@@ -119,9 +119,17 @@ def build_inputs(quick: bool) -> list[Input]:
     return inputs
 
 
-def default_setup() -> Setup:
-    """The CLI's defaults: auto tiles for 32 px faces, detector every frame, one worker, one ORT thread."""
-    return Setup("default")
+def exact_setup() -> Setup:
+    """Exact mode (the CLI's defaults before 0.2): detector on every frame, one worker, one ORT thread."""
+    return Setup("exact")
+
+
+def default_setup(item: Input) -> Setup:
+    """The CLI's defaults (K auto, two detector workers, two ORT threads), tiles for the input's faces.
+
+    Results files before 2026-11-24T12 call this setup ``auto2t`` (and the exact mode ``default``).
+    """
+    return Setup("default", detect_every="auto", workers=2, threads=2, min_face=item.min_face)
 
 
 def fast_setup(item: Input, **changes: Any) -> Setup:
@@ -220,7 +228,7 @@ def section_stages(inputs: list[Input], model: Path, live_s: float, log: Console
             }
         )
         log.print(f"  {item.key} naive: {naive['fps']:.1f} fps")
-        setups = [default_setup(), fast_setup(item)]
+        setups = [exact_setup(), default_setup(item), fast_setup(item)]
         if item.recall_min_face is not None:
             setups.append(fast_setup(item, name="recall", min_face=item.recall_min_face))
         for setup in setups:
@@ -655,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     live_s = 3.0 if args.quick else args.live_seconds
     repeats = 2 if args.quick else args.repeats
     t0 = time.monotonic()
-    console.print("stages (naive, default, fast; replay and live)")
+    console.print("stages (naive, exact, default, fast; replay and live)")
     stages = section_stages(inputs, model, live_s, console)
     console.print("detect every K")
     kstudy = section_detect_every(inputs, model, console)
@@ -708,11 +716,13 @@ def main(argv: list[str] | None = None) -> int:
                 for i in inputs
             ],
             "setups": {
-                "default": default_setup().describe(),
+                "exact": exact_setup().describe(),
+                "default": "the CLI defaults: K auto, 2 detector workers, 2 ORT threads, tiles auto for the "
+                "input's --min-face",
                 "fast": "K=3, 2 detector workers, 1 ORT thread, tiles auto for the input's --min-face",
             },
             "naive": "tiles 1x1 (whole frame), one classify() call per face, no tracker/aggregator/sinks",
-            "sinks": "CSV + JSONL files and the rich live view drawn into memory",
+            "sinks": "CSV + JSONL files and the rich live view drawn to /dev/null",
             "timing": "wall clock; stage ms are per processed frame; live 'decode' is time spent "
             "waiting for the next frame (decoding happens in the grabber thread)",
         },

@@ -64,7 +64,7 @@ class ClassifierConfig:
 
     model_path: Path | None = None  # None = shipped model
     device: Device | str = Device.AUTO
-    intra_op_threads: int = 1  # onnxruntime threads; 1 leaves the other core to the detector
+    intra_op_threads: int = 2  # onnxruntime threads; the detector is idle while it runs (benchmarks/README.md)
     # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
     # takes a core from the detector between classifier calls (benchmarks/README.md measures it).
     allow_spinning: bool = False

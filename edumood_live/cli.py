@@ -138,17 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     mdl = p.add_argument_group("models")
     mdl.add_argument("--model", type=Path, metavar="PATH", help="ONNX classifier (default: the shipped one)")
     mdl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="classifier device")
-    mdl.add_argument("--threads", type=int1, default=1, metavar="N", help="classifier threads (default 1)")
-    mdl.add_argument("--detector-workers", type=int1, default=1, metavar="N",
-                     help="detector instances running tiles in parallel (default 1)")
+    mdl.add_argument("--threads", type=int1, default=2, metavar="N", help="classifier threads (default 2)")
+    mdl.add_argument("--detector-workers", type=int1, default=2, metavar="N",
+                     help="detector instances running tiles in parallel (default 2)")
     mdl.add_argument("--tiles", default="auto", metavar="auto|CxR",
                      help="detector tiling: auto (from frame size and --min-face) or columns x rows, "
                           "e.g. 4x3")
     mdl.add_argument("--min-face", type=int1, default=32, metavar="PX",
                      help="smallest face to find (default 32)")
     mdl.add_argument("--min-confidence", type=pos, default=0.5, metavar="P", help="detector threshold (0..1)")
-    mdl.add_argument("--detect-every", default="1", metavar="K|auto",
-                     help="run the detector every K-th frame and track in between (default 1 = exact)")
+    mdl.add_argument("--detect-every", default="auto", metavar="K|auto",
+                     help="run the detector every K-th frame and track in between; auto (default) picks K "
+                          "from how fast faces move; 1 = every frame")
     out = p.add_argument_group("outputs")
     out.add_argument("--csv", type=Path, metavar="PATH", help="write window rows to this CSV")
     out.add_argument("--jsonl", type=Path, metavar="PATH", help="write window rows to this JSON Lines file")

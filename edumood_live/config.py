@@ -102,7 +102,7 @@ class RunConfig:
     window_s: float = 10.0
     min_group: int = 2
     low_confidence: float = 0.5
-    detect_every: int | str = 1
+    detect_every: int | str = "auto"
     duration_s: float | None = None
     poll_s: float = 0.1
 

