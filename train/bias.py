@@ -14,9 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from train.engine import predict_logits
 from train.fit import TrainConfig, load_run_data, run
 from train.metrics import classification_metrics
 from train.models import ARCHS, build_model
-from train.runfolder import check_fit_options, console, markdown_table, save_config, write_csv
+from train.runfolder import TrainingOptions, check_fit_options, console, markdown_table, save_config, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,10 @@ def age_group(age: float) -> str:
 
 
 @dataclass(frozen=True)
-class BiasConfig:
+class BiasConfig(TrainingOptions):
     recipe: str
     subgroups: str  # CSV: path,<attribute>,... (blank or missing values count as 'unknown')
     attributes: tuple[str, ...] = ("age_group", "gender")
-    data_root: str = "../shared/datasets"
     out_dir: str = "runs/bias"
     checkpoint: str | None = None  # evaluate this model (best.pt of a fit run) instead of training one
     split: str = "test"
@@ -55,15 +53,6 @@ class BiasConfig:
     min_group_size: int = 10  # smaller groups are reported but left out of the disparity
     max_weight: float = 5.0  # mitigation weights are clipped to [1/max_weight, max_weight]
     arch: str = "fast"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    patience: int = 8
-    seed: int = 0
-    max_train_images: int | None = None
-    device: str = "auto"
-    threads: int = 2
-    fit_options: dict[str, Any] = field(default_factory=dict)  # more TrainConfig fields (training here)
 
     def __post_init__(self) -> None:
         check_fit_options(self.fit_options, MANAGED)
@@ -83,10 +72,7 @@ class BiasConfig:
             if not saved.is_file():
                 raise FileNotFoundError(f"mitigation retrains the checkpoint's config; {saved} is missing")
             return replace(TrainConfig(**json.loads(saved.read_text())), out_dir=str(out_dir))
-        return TrainConfig(recipe=self.recipe, arch=self.arch, data_root=self.data_root, out_dir=str(out_dir),
-                           epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                           seed=self.seed, max_train_images=self.max_train_images, device=self.device,
-                           threads=self.threads, **self.fit_options)
+        return self.fit_config(self.recipe, self.arch, out_dir)
 
 
 def load_subgroups(path: Path, attributes: tuple[str, ...]) -> dict[str, dict[str, str]]:

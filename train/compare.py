@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from rich.table import Table
 
 from train.fit import TrainConfig, run
 from train.models import ARCHS, build_model, count_parameters
-from train.runfolder import check_fit_options, console, fmt, markdown_table, save_config, write_csv
+from train.runfolder import TrainingOptions, check_fit_options, console, fmt, markdown_table, save_config, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +34,13 @@ HEADER = ("arch", "params", "ms/face", "accuracy", "macro P", "macro R", "macro 
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(TrainingOptions):
     recipe: str
     archs: tuple[str, ...] = DEFAULT_ARCHS
-    data_root: str = "../shared/datasets"
     out_dir: str = "runs/compare"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    patience: int = 8
-    seed: int = 0
-    max_train_images: int | None = None
     init_from: str | None = None  # only sensible when every arch shares the checkpoint's layout
-    device: str = "auto"
-    threads: int = 2
     timing_threads: int = 1  # the runtime classifies with one onnxruntime thread
     timing_repeats: int = 50
-    fit_options: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields, e.g. ema_decay
 
     def __post_init__(self) -> None:
         if not self.archs:
@@ -66,11 +55,7 @@ class CompareConfig:
         check_fit_options(self.fit_options, MANAGED)
 
     def train_config(self, arch: str) -> TrainConfig:
-        return TrainConfig(recipe=self.recipe, arch=arch, data_root=self.data_root,
-                           out_dir=str(Path(self.out_dir) / arch), epochs=self.epochs,
-                           batch_size=self.batch_size, lr=self.lr, patience=self.patience, seed=self.seed,
-                           init_from=self.init_from, max_train_images=self.max_train_images,
-                           device=self.device, threads=self.threads, **self.fit_options)
+        return self.fit_config(self.recipe, arch, Path(self.out_dir) / arch, init_from=self.init_from)
 
 
 def ms_per_face(checkpoint: Path, threads: int, repeats: int, batch: int = 1) -> float:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -24,7 +23,7 @@ from train.fit import TrainConfig, load_run_data, run
 from train.metrics import plot_confusion
 from train.models import ARCHS
 from train.recipe import Recipe, load_recipe
-from train.runfolder import check_fit_options, console, markdown_table, save_config, write_csv
+from train.runfolder import TrainingOptions, check_fit_options, console, markdown_table, save_config, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +34,12 @@ HEADER = ("run", "n train", "n val", "n test", "accuracy", "macro P", "macro R",
 
 
 @dataclass(frozen=True)
-class KFoldConfig:
+class KFoldConfig(TrainingOptions):
     recipe: str
     arch: str = "fast"
     folds: int = 10
-    data_root: str = "../shared/datasets"
     out_dir: str = "runs/kfold"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    patience: int = 8
-    seed: int = 0
-    max_train_images: int | None = None
     single_split: bool = True  # also train on the recipe's own split, for the comparison
-    device: str = "auto"
-    threads: int = 2
-    fit_options: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields, e.g. ema_decay
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -60,11 +49,8 @@ class KFoldConfig:
         check_fit_options(self.fit_options, MANAGED)
 
     def train_config(self, out_dir: Path, split_file: Path | None) -> TrainConfig:
-        return TrainConfig(recipe=self.recipe, arch=self.arch, data_root=self.data_root, out_dir=str(out_dir),
-                           epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                           seed=self.seed, max_train_images=self.max_train_images, device=self.device,
-                           threads=self.threads, split_file=None if split_file is None else str(split_file),
-                           **self.fit_options)
+        return self.fit_config(self.recipe, self.arch, out_dir,
+                               split_file=None if split_file is None else str(split_file))
 
 
 def recording_groups(data: Dataset, recipe: Recipe) -> np.ndarray:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from train.fit import TrainConfig
 
 CONFIG_FILE = "config.json"
 console = Console(stderr=True)
@@ -48,6 +51,31 @@ def load_config(path: Path, command: str, cls: type[C], **overrides: Any) -> C:
             raw[key] = tuple(value)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**raw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions:
+    """The training settings every research command hands to `TrainConfig`, plus free ``fit_options``."""
+
+    data_root: str = "../shared/datasets"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    patience: int = 8
+    seed: int = 0
+    max_train_images: int | None = None
+    device: str = "auto"
+    threads: int = 2
+    fit_options: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields, e.g. ema_decay
+
+    def fit_config(self, recipe: str, arch: str, out_dir: Path | str, **extra: Any) -> TrainConfig:
+        """The `TrainConfig` of one training run of the command."""
+        from train.fit import TrainConfig
+
+        return TrainConfig(recipe=recipe, arch=arch, data_root=self.data_root, out_dir=str(out_dir),
+                           epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                           seed=self.seed, max_train_images=self.max_train_images, device=self.device,
+                           threads=self.threads, **extra, **self.fit_options)
 
 
 def check_fit_options(options: dict[str, Any], managed: set[str]) -> None:
