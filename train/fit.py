@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from train.data import SPLITS, Dataset, build_dataset
-from train.engine import Calibration, fit_calibration, predict_logits, train_one_epoch
+from train.engine import fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, build_model, count_parameters
 from train.recipe import load_recipe
@@ -131,11 +131,10 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
     return weights / weights.sum()
 
 
-def _evaluate(model: nn.Module, data: Dataset, mask: np.ndarray, size: tuple[int, int], device: torch.device,
-              calibration: Calibration | None = None) -> tuple[dict, torch.Tensor]:
+def _evaluate(model: nn.Module, data: Dataset, mask: np.ndarray, size: tuple[int, int], device: torch.device
+              ) -> tuple[dict, torch.Tensor]:
     images = torch.from_numpy(data.images[mask])
     logits = predict_logits(model, images, size, device)
-    logits = calibration.apply(logits) if calibration is not None else logits
     y_true = data.targets[mask]
     metrics = classification_metrics(y_true, logits.argmax(1).numpy(), data.labels) if len(y_true) else {}
     return metrics, logits
@@ -264,22 +263,21 @@ def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]
     model = build_model(meta["arch"], len(data.labels)).to(device)
     model.load_state_dict(best["model"])
     size = tuple(meta["input_size"])
-    _, val_logits = _evaluate(model, data, data.split_mask("val"), size, device)
-    calibration = fit_calibration(val_logits, torch.from_numpy(data.targets[data.split_mask("val")]))
+    splits = [split for split in ("val", "test") if data.split_mask(split).any()]
+    raw = {split: predict_logits(model, torch.from_numpy(data.images[data.split_mask(split)]), size, device)
+           for split in splits}  # the network runs once per split; metrics are taken from these logits
+    calibration = fit_calibration(raw["val"], torch.from_numpy(data.targets[data.split_mask("val")]))
     results: dict = {"best_epoch": best["epoch"], "temperature": calibration.temperature,
                      "class_bias": dict(zip(data.labels, calibration.bias, strict=True)), "history": history,
                      "splits": {}, "uncalibrated": {}}
-    for split in ("val", "test"):
+    for split in splits:
         mask = data.split_mask(split)
-        if not mask.any():
-            continue
-        results["uncalibrated"][split], _ = _evaluate(model, data, mask, size, device)
-        overall, _ = _evaluate(model, data, mask, size, device, calibration)
-        per_source = {}
-        for s_id, s_name in enumerate(data.source_names):
-            m = mask & (data.source == s_id)
-            if m.any():
-                per_source[s_name], _ = _evaluate(model, data, m, size, device, calibration)
+        y_true, source = data.targets[mask], data.source[mask]
+        results["uncalibrated"][split] = classification_metrics(y_true, raw[split].argmax(1).numpy(), data.labels)
+        y_pred = calibration.apply(raw[split]).argmax(1).numpy()
+        overall = classification_metrics(y_true, y_pred, data.labels)
+        per_source = {name: classification_metrics(y_true[source == i], y_pred[source == i], data.labels)
+                      for i, name in enumerate(data.source_names) if (source == i).any()}
         results["splits"][split] = {"all": overall, "by_source": per_source}
         plot_confusion(overall["confusion_matrix"], data.labels,
                        f"{meta['arch']} — {split} split (n={overall['n']})", out / f"confusion_{split}.png")
