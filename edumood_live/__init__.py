@@ -17,8 +17,10 @@ modules and are re-exported here. Names are imported lazily, so ``import edumood
 
 from __future__ import annotations
 
-from importlib import import_module, metadata
-from typing import TYPE_CHECKING, Any
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from edumood_live._lazy import lazy_exports
 
 try:
     __version__ = metadata.version("edumood-live")
@@ -76,15 +78,4 @@ if TYPE_CHECKING:
     from edumood_live.types import WindowStatus, WindowSummary
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public names on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edumood_live' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -17,8 +17,9 @@ Names are imported lazily: ``ClusterConfig`` needs no Ray, the rest imports it.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edumood_live._lazy import lazy_exports
 
 _EXPORTS = {
     "ClusterConfig": "edumood_live.cluster.config",
@@ -35,11 +36,4 @@ if TYPE_CHECKING:
     from edumood_live.cluster.driver import ClusterRun, run_cluster
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public names on first use (Ray only with the driver)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edumood_live.cluster' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)  # Ray only with the driver
