@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from edumood_live import resources
-from edumood_live.classifier import ClassifierConfig, FaceClassifier, softmax, square_boxes
+from edumood_live.classifier import (
+    ClassifierConfig,
+    FaceClassifier,
+    PadMode,
+    crop_square,
+    softmax,
+    square_boxes,
+)
 from edumood_live.errors import ConfigError, ModelError
 
 DEMO_BOXES = np.float32([[78, 95, 118, 135], [308, 109, 361, 162], [209, 83, 255, 129]])  # frame 0
@@ -233,3 +241,15 @@ def test_non_bgr_frame_is_rejected(tiny_classifier_path: Path) -> None:
     clf = FaceClassifier(ClassifierConfig(model_path=tiny_classifier_path))
     with pytest.raises(ValueError, match=r"expected a BGR uint8 \(H, W, 3\) image"):
         clf.classify(np.zeros((64, 64), np.uint8), DEMO_BOXES[:1])
+
+
+def test_grey_crop_matches_resize_then_convert(demo_frames: list[np.ndarray]) -> None:
+    """Grey-first cropping (the fast path) equals the training order (resize BGR, then grey) to 1 level."""
+    frame = demo_frames[0]
+    for square in square_boxes(DEMO_BOXES, 0.15):
+        grey = np.empty((64, 64), np.uint8)
+        colour = np.empty((64, 64, 3), np.uint8)
+        crop_square(frame, square, (64, 64), PadMode.EDGE, grey, grey=True)
+        crop_square(frame, square, (64, 64), PadMode.EDGE, colour)
+        reference = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+        assert np.abs(grey.astype(int) - reference).max() <= 1
