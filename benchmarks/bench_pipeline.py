@@ -208,7 +208,8 @@ def live(item: Input, setup: Setup, model: Path, seconds: float) -> dict[str, An
 
 
 def section_stages(inputs: list[Input], model: Path, live_s: float, log: Console) -> list[dict[str, Any]]:
-    """Per-stage ms/frame: naive, CLI defaults and the speed mode (replay), and the speed mode live."""
+    """Per-stage ms/frame: naive, CLI defaults and the speed mode (replay); live: those, and the defaults
+    with the detector in line instead of in the background (the latency it costs)."""
     rows = []
     for item in inputs:
         naive = run_naive(item, model, item.replay_frames)
@@ -234,7 +235,8 @@ def section_stages(inputs: list[Input], model: Path, live_s: float, log: Console
         for setup in setups:
             rows.append(replay(item, setup, model))
             log.print(f"  {item.key} {setup.name} replay: {rows[-1]['fps']:.1f} fps")
-        for setup in setups[1:]:
+        inline = replace(setups[1], name="inline", background=False)  # the defaults, detector in line
+        for setup in [*setups[1:], inline]:
             rows.append(live(item, setup, model, live_s))
             log.print(f"  {item.key} {setup.name} live: {rows[-1]['fps']:.1f} fps, dropped {rows[-1]['dropped']}")
     return rows

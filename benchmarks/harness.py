@@ -290,6 +290,7 @@ class Setup:
     min_face: int = 32
     spinning: bool = False
     whole_frame: bool = True
+    background: bool = True  # live sources: detector beside the frame loop (RunConfig.background_detection)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -300,6 +301,7 @@ class Setup:
             "tiles": self.tiles,
             "min_face": self.min_face,
             "spinning": self.spinning,
+            "background": self.background,
         }
 
 
@@ -325,6 +327,7 @@ def run_config(
         detect_every=setup.detect_every,
         duration_s=duration_s,
         min_group=0,
+        background_detection=setup.background,
     )
 
 

@@ -92,6 +92,9 @@ class RunConfig:
     between, or ``"auto"`` to choose K from how fast the tracked boxes move. duration_s: stop after
     this many seconds of source time (files) or wall time (live sources); None = until the end.
     poll_s: how long one round of reads may wait when no source has a new frame.
+    background_detection: live sources run the detector beside the frame loop, so no frame waits
+    for it (capture-to-row latency stays near one classifier call; the tracker takes each detection
+    at its own frame's time). False = in line, as files always are (their rows are reproducible).
     """
 
     sources: tuple[SourceConfig, ...] = (SourceConfig(),)
@@ -105,6 +108,7 @@ class RunConfig:
     detect_every: int | str = "auto"
     duration_s: float | None = None
     poll_s: float = 0.1
+    background_detection: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _normalise_sources(self.sources))
@@ -118,6 +122,10 @@ class RunConfig:
         if not (number and 0.0 <= self.low_confidence <= 1.0):
             raise ConfigError(f"low_confidence={self.low_confidence!r} is not allowed; use a value in [0, 1]")
         object.__setattr__(self, "detect_every", parse_detect_every(self.detect_every))
+        if not isinstance(self.background_detection, bool):
+            raise ConfigError(
+                f"background_detection={self.background_detection!r} is not allowed; use True or False"
+            )
         if self.output.annotate_path is not None and len(self.sources) > 1:
             raise ConfigError(
                 f"annotate_path={str(self.output.annotate_path)!r} is not allowed with {len(self.sources)} "

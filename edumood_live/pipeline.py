@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -49,7 +50,7 @@ from edumood_live.schedule import DetectSchedule
 from edumood_live.sources import Source, SourceState, open_source
 from edumood_live.stats import FrameTimes, PipelineStats
 from edumood_live.tracker import Tracker
-from edumood_live.types import Frame, TrackedFaces, WindowSummary
+from edumood_live.types import Detections, Frame, TrackedFaces, WindowSummary
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class _Feed:
     sizes_seen: set[tuple[int, int]] = field(default_factory=set)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     shown: TrackedFaces | None = None  # the faces of the last processed frame, for the live view
+    pending: Future[tuple[Detections, float]] | None = None  # background detection of `pending_frame`
+    pending_frame: Frame | None = None
+    detection_wanted: bool = False  # the schedule asked for a detection while one was still running
 
     def fps(self) -> float:
         """Frames per wall second over the last `FPS_WINDOW_S`."""
@@ -121,6 +125,7 @@ class Pipeline:
         self._file_sinks: list[WindowSink] = []
         self._annotation: AnnotationOutput | None = None
         self._detector: FaceDetector | None = None
+        self._detect_pool: ThreadPoolExecutor | None = None  # background detection for live sources
         self._classifier: Classifier | None = classifier
         try:
             if self._classifier is None:
@@ -136,6 +141,8 @@ class Pipeline:
                     f"{len(self._sources)} sources; an annotated video needs exactly one source"
                 )
             self._detector = FaceDetector(config.detector)
+            if config.background_detection and any(s.live for s in self._sources):
+                self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="background-detection")
             self._file_sinks = open_file_sinks(config.output, self.labels)
             if config.output.annotate_path is not None:
                 out = config.output
@@ -215,6 +222,9 @@ class Pipeline:
         """Release sources, models and sinks (idempotent); raises the first OutputError of a sink."""
         for source in self._sources:
             source.close()
+        if self._detect_pool is not None:  # a running detection finishes before the detector closes
+            self._detect_pool.shutdown(wait=True, cancel_futures=True)
+            self._detect_pool = None
         if self._detector is not None:
             self._detector.close()
             self._detector = None
@@ -297,9 +307,11 @@ class Pipeline:
         image, ts = frame.image, frame.timestamp_ms
         self._log_grid(feed, image)
         try:
-            detected = feed.schedule.due(ts)
             t0 = time.perf_counter()
-            if detected:
+            if self._detect_pool is not None and feed.source.live and feed.last_ts is not None:
+                faces, detected = self._process_beside_detection(feed, frame, times)
+                t2 = time.perf_counter()
+            elif detected := feed.schedule.due(ts):
                 detections = self._detector.detect(image)
                 t1 = time.perf_counter()
                 probs = self._classifier.classify(image, detections.boxes)
@@ -333,6 +345,39 @@ class Pipeline:
         latency_s = (_now_ms() - ts) / 1000.0 if feed.source.live else None
         self.stats.add_frame(feed.name, times, len(faces), detected, latency_s)
         return closed
+
+    def _process_beside_detection(self, feed: _Feed, frame: Frame, times: FrameTimes) -> tuple[TrackedFaces, bool]:
+        """A live frame that never waits for the detector: returns its faces and whether a detection landed.
+
+        A finished background detection is applied first, at its own frame's time (its faces are
+        classified on that frame), exactly as an in-line detection would have been; the schedule may
+        then start the next one on this frame; and this frame's faces are the carried tracks.
+        """
+        assert self._detector is not None and self._classifier is not None and self._detect_pool is not None
+        landed = feed.pending is not None and feed.pending.done()
+        if landed:
+            assert feed.pending is not None and feed.pending_frame is not None
+            past, future = feed.pending_frame, feed.pending
+            feed.pending = feed.pending_frame = None
+            detections, times.detect = future.result()  # a detector error fails this frame, like in line
+            t0 = time.perf_counter()
+            probs = self._classifier.classify(past.image, detections.boxes)
+            feed.schedule.observe(feed.tracker.update(detections, probs, past.timestamp_ms), past.timestamp_ms)
+            times.classify += time.perf_counter() - t0
+        feed.detection_wanted |= feed.schedule.due(frame.timestamp_ms)
+        if feed.detection_wanted and feed.pending is None:
+            feed.pending = self._detect_pool.submit(self._timed_detect, frame.image)
+            feed.pending_frame, feed.detection_wanted = frame, False
+        t0 = time.perf_counter()
+        probs = self._classifier.classify(frame.image, feed.tracker.active_boxes(frame.timestamp_ms))
+        faces = feed.tracker.carry(probs, frame.timestamp_ms)
+        times.classify += time.perf_counter() - t0
+        return faces, landed
+
+    def _timed_detect(self, image: np.ndarray) -> tuple[Detections, float]:
+        assert self._detector is not None
+        t0 = time.perf_counter()
+        return self._detector.detect(image), time.perf_counter() - t0
 
     def _bad_frame(self, feed: _Feed, frame: Frame, exc: Exception) -> None:
         feed.bad_in_a_row += 1

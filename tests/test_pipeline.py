@@ -29,6 +29,7 @@ from edumood_live import (
     run,
 )
 from edumood_live.console import LiveState
+from edumood_live.detector import DetectorConfig
 from edumood_live.schedule import AUTO_MAX_EVERY, DetectSchedule
 from edumood_live.sources import open_source
 from edumood_live.types import TrackedFaces
@@ -173,6 +174,26 @@ def test_webcam_path_with_a_real_time_capture(tiny_classifier_path: Path) -> Non
     stats = pipeline.stats.as_dict()
     assert stats["live_frames"] == stats["frames"] > 0
     assert stats["latency_max_ms"] is not None and stats["latency_max_ms"] < 1000
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_live_frames_wait_for_the_detector_only_in_line(tiny_classifier_path: Path, background: bool) -> None:
+    # 8x8 tiles on every frame: one detection costs ~65 detector passes, far more than a 30 fps frame period.
+    # In the background, frames go on being classified against the tracks meanwhile; in line, each waits.
+    config = make_config(tiny_classifier_path, sources=("webcam",), window_s=0.5, duration_s=2.0,
+                         detector=DetectorConfig(tiles="8x8", workers=1), detect_every=1,
+                         background_detection=background)
+    pipeline = Pipeline(config, sources=[webcam(fps=30.0)()])
+    summaries = list(pipeline.run())
+    stats = pipeline.stats.as_dict()
+    detections = stats["detected_frames"]
+    per_detection_ms = 1000.0 * stats["detect_s"] / detections
+    assert detections >= 2 and all(s.faces_mean for s in summaries if s.frames)
+    if background:
+        assert stats["frames"] >= 3 * detections  # carried frames between the detections
+        assert stats["latency_mean_ms"] < per_detection_ms / 3
+    else:
+        assert stats["frames"] == detections and stats["latency_mean_ms"] >= per_detection_ms
 
 
 def test_live_view_keeps_the_last_frame_between_frames(tiny_classifier_path: Path) -> None:
