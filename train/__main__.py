@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="class: sample every label equally often (default); none: natural frequencies")
     fit.add_argument("--ema-decay", type=float, default=0.995,
                      help="exponential moving average of the weights, validated and saved (0 = off)")
+    fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels and input size)")
+    fit.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's soft targets")
+    fit.add_argument("--distill-temperature", type=float, default=2.0)
     fit.add_argument("--max-train-images", type=int)
     fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     fit.add_argument("--threads", type=int, default=2)
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 exclude_heldout_of=args.exclude_heldout_of,
                 source_weights=_source_weights(args.source_weight), balance=args.balance, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
+                teacher=args.teacher, distill_weight=args.distill_weight,
+                distill_temperature=args.distill_temperature,
             )
             _print_summary(run(cfg), Path(args.out))
         elif args.command == "evaluate":

@@ -57,9 +57,38 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x
 
 
+class Objective(nn.Module):
+    """The training loss: cross-entropy on the labels, optionally distilled from a trained teacher.
+
+    With a teacher, ``(1 - w) * CE(student, labels) + w * T^2 * KL(teacher_T || student_T)`` where ``_T``
+    are the softmaxes at temperature ``T`` (Hinton et al. 2015); the teacher sees the same augmented batch.
+    """
+
+    def __init__(self, label_smoothing: float, teacher: nn.Module | None = None, weight: float = 0.5,
+                 temperature: float = 2.0) -> None:
+        super().__init__()
+        self.label_smoothing, self.weight, self.temperature = label_smoothing, weight, temperature
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        hard = nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        if self.teacher is None:
+            return hard
+        with torch.no_grad():
+            taught = self.teacher(inputs).float()
+        t = self.temperature
+        soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / t, dim=1),
+                                    nn.functional.log_softmax(taught / t, dim=1), log_target=True,
+                                    reduction="batchmean")
+        return (1.0 - self.weight) * hard + self.weight * t * t * soft
+
+    def train(self, mode: bool = True) -> Objective:  # the teacher stays in eval mode (BN statistics frozen)
+        return self
+
+
 def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, order: np.ndarray,
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    loss_fn: nn.Module, size: tuple[int, int], batch_size: int, device: torch.device,
+                    loss_fn: Objective, size: tuple[int, int], batch_size: int, device: torch.device,
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None) -> float:
@@ -74,7 +103,7 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         x = augment(to_input(images[idx].to(device, non_blocking=True), size), generator)
         y = targets[idx].to(device, non_blocking=True)
         with autocast:
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x), y, x)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from train.data import SPLITS, Dataset, build_dataset
-from train.engine import fit_calibration, predict_logits, train_one_epoch
+from train.engine import Objective, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, build_model, count_parameters
 from train.recipe import load_recipe
@@ -50,6 +50,9 @@ class TrainConfig:
     split_file: str | None = None  # JSON {image path: train|val|test} replacing the recipe split (k-fold)
     weight_file: str | None = None  # JSON {image path: sampling weight multiplier} (bias mitigation)
     ema_decay: float = 0.995  # exponential moving average of the weights, evaluated and saved (0 = off)
+    teacher: str | None = None  # best.pt of a trained run (same labels and input size) to distil from
+    distill_weight: float = 0.5  # share of the teacher's soft targets in the loss
+    distill_temperature: float = 2.0
     device: str = "auto"
     threads: int = 2
 
@@ -61,6 +64,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.balance not in ("class", "none"):
             raise ValueError(f"balance {self.balance!r} is not allowed; choose class or none")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
+                             f"{self.distill_weight} and {self.distill_temperature}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r} is not allowed; choose auto, cpu or cuda")
 
@@ -181,7 +187,8 @@ def run(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs *
                                                     (steps_per_epoch + 1), pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    teacher = _load_teacher(cfg.teacher, data.labels, size, device) if cfg.teacher else None
+    loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature)
     start_epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
     last = out / "last.pt"
     if last.exists():  # resume
@@ -243,6 +250,21 @@ def run(cfg: TrainConfig) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return results
+
+
+def _load_teacher(path: str, labels: tuple[str, ...], size: tuple[int, int], device: torch.device) -> nn.Module:
+    """The network of a trained run's ``best.pt``; its labels and input size must be this run's."""
+    if not Path(path).is_file():
+        raise ValueError(f"teacher checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    meta = ckpt["meta"]
+    if list(meta["labels"]) != list(labels) or tuple(meta["input_size"]) != tuple(size):
+        raise ValueError(f"teacher {path} has labels {meta['labels']} at {meta['input_size']}; this run needs "
+                         f"{list(labels)} at {list(size)}")
+    teacher = build_model(meta["arch"], len(meta["labels"]), meta["channels"])
+    teacher.load_state_dict(ckpt["model"])
+    log.info("distilling from %s (%s)", path, meta["arch"])
+    return teacher.to(device)
 
 
 def _from_rank0(value: int, device: torch.device) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from train.engine import Calibration, fit_calibration
+from train.engine import Calibration, Objective, fit_calibration
 
 
 def _logits(n_per_class: list[int], over_called: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,3 +48,38 @@ def test_apply_is_identity_by_default() -> None:
     x = torch.randn(4, 3)
     assert torch.equal(Calibration().apply(x), x)
     assert torch.allclose(Calibration(2.0, (1.0, 0.0, -1.0)).apply(x), x / 2 + torch.tensor([1.0, 0.0, -1.0]))
+
+
+# ---------------------------------------------------------------- the training objective
+
+
+def test_objective_without_teacher_is_label_smoothed_cross_entropy() -> None:
+    logits, targets = _logits([5, 5, 5], over_called=0)
+    expected = F.cross_entropy(logits, targets, label_smoothing=0.1)
+    assert torch.allclose(Objective(0.1)(logits, targets, torch.zeros(15, 1)), expected)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(6, 3)
+    x, targets = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    objective = Objective(0.0, teacher, weight=1.0, temperature=2.0)
+    with torch.no_grad():
+        assert float(objective(teacher(x), targets, x)) == pytest.approx(0.0, abs=1e-6)  # agreeing: no loss
+    student = torch.nn.Linear(6, 3)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    losses = []
+    for _ in range(50):
+        loss = objective(student(x), targets, x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.1 * losses[0]
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is never trained
+
+
+def test_the_teacher_stays_in_eval_mode() -> None:
+    teacher = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    objective = Objective(0.0, teacher).train()
+    assert not teacher.training and objective.teacher is teacher

@@ -82,3 +82,17 @@ def test_evaluate_command_recalibrates_a_finished_run(trained_run: Path, tmp_pat
     assert "macro_f1" in capsys.readouterr().out
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_distillation_from_a_trained_run(trained_run: Path, tiny_face_data: Path, tmp_path: Path) -> None:
+    common = dict(recipe=str(tiny_face_data / "recipe.toml"), data_root=str(tiny_face_data), epochs=2,
+                  batch_size=16, patience=3, threads=1)
+    cfg = TrainConfig(arch="fast_small", out_dir=str(tmp_path / "student"), teacher=str(trained_run / "best.pt"),
+                      distill_weight=0.7, **common)
+    metrics = run(cfg)
+    assert 0.0 <= metrics["splits"]["test"]["all"]["macro_f1"] <= 1.0
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["teacher"] == str(trained_run / "best.pt")
+    wrong_size = TrainConfig(arch="fast", out_dir=str(tmp_path / "other"), teacher=str(trained_run / "best.pt"),
+                             **common)
+    with pytest.raises(ValueError, match="teacher .* has labels"):
+        run(wrong_size)
