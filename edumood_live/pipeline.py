@@ -9,6 +9,9 @@ Per frame of each source::
         faces = tracker.carry(classifier.classify(f, tracker.active_boxes(t)))
     rows = aggregator.add(faces)  ->  every sink.write(row)
 
+Live sources run the detector in a background thread instead (`background_detection`): every frame is
+carried, and a detection that has finished is applied to the tracker at its own frame's time.
+
 Each source has its own tracker and aggregator; the detector and the classifier are shared. Live
 sources that deliver nothing are `advance`d so that windows without frames become GAP rows. A source
 that ends or fails gets its final (partial) window and drops out; the others go on. `stop()` (thread-
@@ -308,6 +311,7 @@ class Pipeline:
         self._log_grid(feed, image)
         try:
             t0 = time.perf_counter()
+            # A live source's first frame is detected in line (it starts with faces), the rest beside it.
             if self._detect_pool is not None and feed.source.live and feed.last_ts is not None:
                 faces, detected = self._process_beside_detection(feed, frame, times)
                 t2 = time.perf_counter()
