@@ -32,7 +32,7 @@ from benchmarks.harness import default_model, machine_extra
 from edumood_live.classifier import ClassifierConfig
 from edumood_live.config import RunConfig
 from edumood_live.pipeline import Pipeline
-from edumood_live.resources import demo_clip_path
+from edumood_live.resources import classifier_path, demo_clip_path
 from edumood_live.sources import SourceConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cameras", default="1,2,4,8", help="camera counts, comma-separated")
     parser.add_argument("--loops", type=int, default=10, help="how often each camera replays the clip")
-    parser.add_argument("--model", type=Path, help="classifier (default: shipped, else the dev model)")
+    parser.add_argument("--model", type=classifier_path,
+                        help="classifier: a shipped name (default, fast) or an ONNX file (default: default)")
     parser.add_argument("--waits", default="2", help="cluster batch_wait_ms values to try, comma-separated")
     parser.add_argument("--no-single", action="store_true", help="skip the single-process reference runs")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray runtime")

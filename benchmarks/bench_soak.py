@@ -43,6 +43,7 @@ from benchmarks.harness import (
     run_config,
 )
 from edumood_live.pipeline import Pipeline
+from edumood_live.resources import classifier_path
 from edumood_live.sources import SourceConfig, open_source
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         help="pace the video at its frame rate through LiveSource (a camera) instead of replaying "
         "it at full speed",
     )
-    parser.add_argument("--model", type=Path, help="classifier ONNX (default: shipped, else /tmp dev model)")
+    parser.add_argument("--model", type=classifier_path,
+                        help="classifier: a shipped name (default, fast) or an ONNX file (default: default)")
     parser.add_argument("--detect-every", type=int, default=3, help="K (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="detector instances (default 2)")
     parser.add_argument("--min-face", type=int, default=32, help="--min-face for tiles=auto (default 32)")

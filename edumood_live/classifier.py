@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edumood_live.errors import ConfigError, ModelError
-from edumood_live.resources import default_classifier_path
+from edumood_live.resources import SHIPPED_CLASSIFIERS, classifier_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class PadMode(str, Enum):
 class ClassifierConfig:
     """Settings of `FaceClassifier`; validated at construction."""
 
-    model_path: Path | None = None  # None = shipped model
+    model_path: Path | str | None = None  # None = the shipped default; "fast" = the shipped fast model
     device: Device | str = Device.AUTO
     intra_op_threads: int = 2  # onnxruntime threads; the detector is idle while it runs (benchmarks/README.md)
     # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
@@ -304,11 +304,12 @@ class FaceClassifier:
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         self.config = config or ClassifierConfig()
-        self.model_path = (
-            Path(self.config.model_path) if self.config.model_path else default_classifier_path()
-        )
+        self.model_path = classifier_path(self.config.model_path)
         if not self.model_path.is_file():
-            raise ModelError(f"classifier model {self.model_path} does not exist")
+            raise ModelError(
+                f"classifier model {self.model_path} does not exist (give a file, or a shipped model's name: "
+                f"{', '.join(SHIPPED_CLASSIFIERS)})"
+            )
         session = self._open_session()
         self.provider: str = session.get_providers()[0]
         raw = session.get_modelmeta().custom_metadata_map

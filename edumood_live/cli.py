@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--watchdog", type=pos, default=10.0, metavar="S",
                      help="live: reconnect when no frame came for S seconds (default 10)")
     mdl = p.add_argument_group("models")
-    mdl.add_argument("--model", type=Path, metavar="PATH", help="ONNX classifier (default: the shipped one)")
+    mdl.add_argument("--model", metavar="NAME|PATH",
+                     help="ONNX classifier: a shipped one by name, 'default' or 'fast' (about 4x cheaper per "
+                          "face, less accurate: models/MODEL_CARD.md), or a file (default: 'default')")
     mdl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="classifier device")
     mdl.add_argument("--threads", type=int1, default=2, metavar="N", help="classifier threads (default 2)")
     mdl.add_argument("--detector-workers", type=int1, default=2, metavar="N",

@@ -15,6 +15,9 @@ MODELS_PACKAGE = "edumood_live.models"
 ASSETS_PACKAGE = "edumood_live.assets"
 DETECTOR_FILE = "face_detection_full_range_sparse.tflite"
 CLASSIFIER_FILE = "edumood_classifier.onnx"
+# Shipped classifiers by name (models/MODEL_CARD.md): the most accurate one is the default; "fast" is
+# about 4x cheaper per face and somewhat less accurate.
+SHIPPED_CLASSIFIERS = {"default": CLASSIFIER_FILE, "fast": "edumood_classifier_fast.onnx"}
 DEMO_CLIP_FILE = "sample_clip.mp4"
 
 
@@ -41,13 +44,29 @@ def default_detector_path() -> Path:
 
 def default_classifier_path() -> Path:
     """The shipped ONNX expression classifier."""
-    path = _packaged_file(MODELS_PACKAGE, CLASSIFIER_FILE)
+    return shipped_classifier_path("default")
+
+
+def shipped_classifier_path(name: str) -> Path:
+    """A shipped classifier by name (`SHIPPED_CLASSIFIERS`)."""
+    if name not in SHIPPED_CLASSIFIERS:
+        raise ModelError(f"no shipped classifier is called {name!r}; use one of {', '.join(SHIPPED_CLASSIFIERS)}")
+    path = _packaged_file(MODELS_PACKAGE, SHIPPED_CLASSIFIERS[name])
     if path is None:
         raise ModelError(
-            f"shipped classifier model {CLASSIFIER_FILE} not found in package {MODELS_PACKAGE}; "
+            f"shipped classifier model {SHIPPED_CLASSIFIERS[name]} not found in package {MODELS_PACKAGE}; "
             "reinstall edumood-live or pass --model PATH"
         )
     return path
+
+
+def classifier_path(model: str | Path | None) -> Path:
+    """A classifier given as None (the default), a shipped name (``"fast"``) or a file path."""
+    if model is None or model == "":
+        return default_classifier_path()
+    if isinstance(model, str) and model in SHIPPED_CLASSIFIERS:
+        return shipped_classifier_path(model)
+    return Path(model)
 
 
 def demo_clip_path() -> Path:

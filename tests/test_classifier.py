@@ -232,9 +232,23 @@ def test_classify_after_close_is_an_error(tiny_classifier_path: Path) -> None:
 
 
 def test_missing_shipped_classifier_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resources, "CLASSIFIER_FILE", "absent.onnx")
+    monkeypatch.setitem(resources.SHIPPED_CLASSIFIERS, "default", "absent.onnx")
     with pytest.raises(ModelError, match=r"shipped classifier model absent\.onnx not found .*--model PATH"):
         FaceClassifier(ClassifierConfig())
+
+
+@pytest.mark.parametrize("name", sorted(resources.SHIPPED_CLASSIFIERS))
+def test_shipped_classifiers_load_by_name(name: str, demo_frames: list[np.ndarray]) -> None:
+    with FaceClassifier(ClassifierConfig(model_path=name, device="cpu")) as clf:
+        assert clf.model_path == resources.shipped_classifier_path(name)
+        assert clf.labels == ("Angry", "Neutral", "Engaged", "Bored")
+        probs = clf.classify(demo_frames[0], DEMO_BOXES)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_an_unknown_model_name_is_a_missing_file_that_lists_the_shipped_names() -> None:
+    with pytest.raises(ModelError, match=r"classifier model fastest does not exist .*: default, fast\)"):
+        FaceClassifier(ClassifierConfig(model_path="fastest"))
 
 
 def test_non_bgr_frame_is_rejected(tiny_classifier_path: Path) -> None:

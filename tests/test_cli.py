@@ -151,6 +151,14 @@ def test_run_logs_the_start_line_and_the_reminder_once(capsys: pytest.CaptureFix
     assert header == schema(model_labels(tiny_classifier_path)) and len(rows) == 3
 
 
+def test_a_shipped_model_is_chosen_by_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, _, err = cli(capsys, "--source", "demo", "--model", "fast", "--csv", tmp_path / "out.csv",
+                         "--no-console", "--duration", "1")
+    assert status == 0, err
+    start = next(line for line in err if "starting: " in line)
+    assert "(edumood_classifier_fast.onnx)" in start
+
+
 def test_console_view_prints_each_window(capsys: pytest.CaptureFixture[str],
                                          tiny_classifier_path: Path) -> None:
     status, _, err = cli(capsys, "--source", "demo", "--model", tiny_classifier_path, "--window", "1")
