@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="class: sample every label equally often (default); none: natural frequencies")
     fit.add_argument("--ema-decay", type=float, default=0.995,
                      help="exponential moving average of the weights, validated and saved (0 = off)")
-    fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels and input size)")
+    fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels)")
     fit.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's soft targets")
     fit.add_argument("--distill-temperature", type=float, default=2.0)
     fit.add_argument("--max-train-images", type=int)

@@ -61,20 +61,24 @@ class Objective(nn.Module):
     """The training loss: cross-entropy on the labels, optionally distilled from a trained teacher.
 
     With a teacher, ``(1 - w) * CE(student, labels) + w * T^2 * KL(teacher_T || student_T)`` where ``_T``
-    are the softmaxes at temperature ``T`` (Hinton et al. 2015); the teacher sees the same augmented batch.
+    are the softmaxes at temperature ``T`` (Hinton et al. 2015); the teacher sees the same augmented batch,
+    resized (bilinear) to ``teacher_size`` when that is given and differs from the student's input size.
     """
 
     def __init__(self, label_smoothing: float, teacher: nn.Module | None = None, weight: float = 0.5,
-                 temperature: float = 2.0) -> None:
+                 temperature: float = 2.0, teacher_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.label_smoothing, self.weight, self.temperature = label_smoothing, weight, temperature
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.teacher_size = tuple(teacher_size) if teacher_size is not None else None
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         hard = nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
         if self.teacher is None:
             return hard
         with torch.no_grad():
+            if self.teacher_size is not None and tuple(inputs.shape[-2:]) != self.teacher_size:
+                inputs = F.interpolate(inputs, size=self.teacher_size, mode="bilinear", align_corners=False)
             taught = self.teacher(inputs).float()
         t = self.temperature
         soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / t, dim=1),

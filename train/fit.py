@@ -50,7 +50,7 @@ class TrainConfig:
     split_file: str | None = None  # JSON {image path: train|val|test} replacing the recipe split (k-fold)
     weight_file: str | None = None  # JSON {image path: sampling weight multiplier} (bias mitigation)
     ema_decay: float = 0.995  # exponential moving average of the weights, evaluated and saved (0 = off)
-    teacher: str | None = None  # best.pt of a trained run (same labels and input size) to distil from
+    teacher: str | None = None  # best.pt of a trained run (same labels; any input size) to distil from
     distill_weight: float = 0.5  # share of the teacher's soft targets in the loss
     distill_temperature: float = 2.0
     device: str = "auto"
@@ -187,8 +187,8 @@ def run(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs *
                                                     (steps_per_epoch + 1), pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    teacher = _load_teacher(cfg.teacher, data.labels, size, device) if cfg.teacher else None
-    loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature)
+    teacher, teacher_size = _load_teacher(cfg.teacher, data.labels, device) if cfg.teacher else (None, None)
+    loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature, teacher_size)
     start_epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
     last = out / "last.pt"
     if last.exists():  # resume
@@ -252,19 +252,18 @@ def run(cfg: TrainConfig) -> dict:
     return results
 
 
-def _load_teacher(path: str, labels: tuple[str, ...], size: tuple[int, int], device: torch.device) -> nn.Module:
-    """The network of a trained run's ``best.pt``; its labels and input size must be this run's."""
+def _load_teacher(path: str, labels: tuple[str, ...], device: torch.device) -> tuple[nn.Module, tuple[int, int]]:
+    """The network of a trained run's ``best.pt`` and its input size; its labels must be this run's."""
     if not Path(path).is_file():
         raise ValueError(f"teacher checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt["meta"]
-    if list(meta["labels"]) != list(labels) or tuple(meta["input_size"]) != tuple(size):
-        raise ValueError(f"teacher {path} has labels {meta['labels']} at {meta['input_size']}; this run needs "
-                         f"{list(labels)} at {list(size)}")
+    if list(meta["labels"]) != list(labels):
+        raise ValueError(f"teacher {path} has labels {meta['labels']}; this run needs {list(labels)}")
     teacher = build_model(meta["arch"], len(meta["labels"]), meta["channels"])
     teacher.load_state_dict(ckpt["model"])
-    log.info("distilling from %s (%s)", path, meta["arch"])
-    return teacher.to(device)
+    log.info("distilling from %s (%s at %s)", path, meta["arch"], meta["input_size"])
+    return teacher.to(device), (int(meta["input_size"][0]), int(meta["input_size"][1]))
 
 
 def _from_rank0(value: int, device: torch.device) -> int:

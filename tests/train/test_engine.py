@@ -79,6 +79,19 @@ def test_distillation_pulls_the_student_towards_the_teacher() -> None:
     assert all(p.grad is None for p in teacher.parameters())  # the teacher is never trained
 
 
+def test_a_teacher_of_another_input_size_sees_the_batch_resized_to_its_own() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 3))  # only takes 8x8 inputs
+    x, targets = torch.rand(4, 1, 6, 6), torch.randint(0, 3, (4,))
+    student_logits = torch.randn(4, 3)
+    objective = Objective(0.0, teacher, weight=1.0, temperature=1.0, teacher_size=(8, 8))
+    resized = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = Objective(0.0, teacher, weight=1.0, temperature=1.0)(student_logits, targets, resized)
+    assert torch.allclose(objective(student_logits, targets, x), expected)
+    with pytest.raises(RuntimeError):  # without the size the teacher cannot take the student's batch
+        Objective(0.0, teacher, weight=1.0)(student_logits, targets, x)
+
+
 def test_the_teacher_stays_in_eval_mode() -> None:
     teacher = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     objective = Objective(0.0, teacher).train()

@@ -1,4 +1,4 @@
-"""The architecture registry: shapes, and weight transfer from `fast` to its stride-2 sibling."""
+"""The architecture registry: shapes, and weight transfer from `fast` to its stride-2 siblings."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ def test_every_arch_maps_its_input_size_to_logits(arch: str) -> None:
     assert logits.shape == (3, 4) and torch.isfinite(logits).all()
 
 
-def test_fast_weights_load_into_fast_s2_unchanged() -> None:
-    """`fast_s2` differs only in its stem stride, so a pretrained `fast` checkpoint starts it exactly."""
-    fast, s2 = build_model("fast", 7), build_model("fast_s2", 7)
+@pytest.mark.parametrize("arch", ["fast_s2", "fast_s2_48"])
+def test_fast_weights_load_into_its_stride_2_siblings_unchanged(arch: str) -> None:
+    """`fast_s2` (and `fast_s2_48`) differ only in stem stride (and input size): `fast` weights start them."""
+    fast, s2 = build_model("fast", 7), build_model(arch, 7)
     s2.load_state_dict(fast.state_dict(), strict=True)
     for name, tensor in s2.state_dict().items():
         assert torch.equal(tensor, fast.state_dict()[name]), name

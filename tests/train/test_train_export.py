@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
@@ -92,7 +93,13 @@ def test_distillation_from_a_trained_run(trained_run: Path, tiny_face_data: Path
     metrics = run(cfg)
     assert 0.0 <= metrics["splits"]["test"]["all"]["macro_f1"] <= 1.0
     assert json.loads((tmp_path / "student" / "config.json").read_text())["teacher"] == str(trained_run / "best.pt")
-    wrong_size = TrainConfig(arch="fast", out_dir=str(tmp_path / "other"), teacher=str(trained_run / "best.pt"),
-                             **common)
+    # a teacher of another input size sees the batch resized to its own (48x48 teacher, 64x64 student)
+    bigger = run(TrainConfig(arch="fast", out_dir=str(tmp_path / "bigger"), teacher=str(trained_run / "best.pt"),
+                             **common))
+    assert 0.0 <= bigger["splits"]["test"]["all"]["macro_f1"] <= 1.0
+    ckpt = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=False)
+    ckpt["meta"]["labels"] = ["Left", "Right", "Middle"]
+    torch.save(ckpt, tmp_path / "relabelled.pt")
     with pytest.raises(ValueError, match="teacher .* has labels"):
-        run(wrong_size)
+        run(TrainConfig(arch="fast_small", out_dir=str(tmp_path / "other"), teacher=str(tmp_path / "relabelled.pt"),
+                        **common))
