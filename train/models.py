@@ -117,7 +117,7 @@ ARCHS: dict[str, Arch] = {
     # the same layers (so `fast` weights load into it) on a stride-2 stem: 4x fewer multiply-adds
     "fast_s2": Arch(lambda k, c: FastCNN(k, c, width=32, stem_stride=2), 64,
                     "depthwise-separable, 64x64, stride-2 stem"),
-    # the same again at 48x48 (FER-2013's own size): about 0.56x the multiply-adds of fast_s2
+    # the same again at 48x48 (FER-2013's own size): 0.6x the multiply-adds of fast_s2; shipped as `--model fast`
     "fast_s2_48": Arch(lambda k, c: FastCNN(k, c, width=32, stem_stride=2), 48,
                        "depthwise-separable, 48x48, stride-2 stem"),
     "fast_small": Arch(lambda k, c: FastCNN(k, c, width=16, stages=(1, 1, 1, 1)), 48,

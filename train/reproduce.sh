@@ -22,8 +22,8 @@ $py -m train fit --recipe train/recipes/four_class.toml --data-root "$data" --ar
 $py -m export --run runs/fast4_pt2 --out models/edumood_classifier.onnx --version 0.2.0 --int8
 $py -m export.card --run runs/fast4_pt2
 
-# The fast model (`--model fast`): the same layers on a stride-2 stem (4x fewer multiply-adds per face),
-# started from step 2's weights and distilled from the models above.
+# The fast model (`--model fast`): the same layers on a stride-2 stem at 48x48 (about 7x fewer
+# multiply-adds per face than step 3's), started from step 2's weights and distilled from the models above.
 # 5. adapt to the stride-2 stem on FER-2013 (7 classes), 6 epochs ...
 $py -m train fit --recipe train/recipes/fer2013_pretrain.toml --data-root "$data" --arch fast_s2 \
   --out runs/pretrain_s2 --init-from runs/pretrain_fast2/best.pt \
@@ -32,10 +32,14 @@ $py -m train fit --recipe train/recipes/fer2013_pretrain.toml --data-root "$data
 $py -m train fit --recipe train/recipes/fer2013_pretrain.toml --data-root "$data" --arch fast_s2 \
   --out runs/pretrain_s2b --init-from runs/pretrain_s2/best.pt --teacher runs/pretrain_fast2/best.pt \
   --exclude-heldout-of train/recipes/four_class.toml --epochs 12 --patience 4 --lr 2e-3 --balance none
-# 7. fine-tune on the 4 classes as in step 3, distilled from step 3's model
-$py -m train fit --recipe train/recipes/four_class.toml --data-root "$data" --arch fast_s2 \
-  --out runs/s2_4d --init-from runs/pretrain_s2b/best.pt --teacher runs/fast4_pt2/best.pt --epochs 18 \
+# 7. ... then 8 epochs at 48x48 (FER-2013's own size), still distilled from step 2 (which sees 64x64)
+$py -m train fit --recipe train/recipes/fer2013_pretrain.toml --data-root "$data" --arch fast_s2_48 \
+  --out runs/pretrain_s2_48 --init-from runs/pretrain_s2b/best.pt --teacher runs/pretrain_fast2/best.pt \
+  --exclude-heldout-of train/recipes/four_class.toml --epochs 8 --patience 3 --lr 2e-3 --balance none
+# 8. fine-tune on the 4 classes as in step 3, distilled from step 3's model
+$py -m train fit --recipe train/recipes/four_class.toml --data-root "$data" --arch fast_s2_48 \
+  --out runs/s2_48_4d --init-from runs/pretrain_s2_48/best.pt --teacher runs/fast4_pt2/best.pt --epochs 18 \
   --patience 8 --lr 1.5e-3 --source-weight affectnet4=4 --source-weight student_engagement=0.5
-# 8. export
-$py -m export --run runs/s2_4d --out models/edumood_classifier_fast.onnx --name edumood-fast-s2 --version 0.1.0
-$py -m export.card --run runs/s2_4d
+# 9. export
+$py -m export --run runs/s2_48_4d --out models/edumood_classifier_fast.onnx --name edumood-fast-s2-48 --version 0.2.0
+$py -m export.card --run runs/s2_48_4d
