@@ -42,6 +42,7 @@ from benchmarks.harness import (
     rss_mb,
     run_config,
 )
+from edumood_live.config import parse_detect_every
 from edumood_live.pipeline import Pipeline
 from edumood_live.resources import classifier_path
 from edumood_live.sources import SourceConfig, open_source
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", type=classifier_path,
                         help="classifier: a shipped name (default, fast) or an ONNX file (default: default)")
-    parser.add_argument("--detect-every", type=int, default=3, help="K (default 3)")
+    parser.add_argument("--detect-every", type=parse_detect_every, default="auto",
+                        help="K or auto (default auto, as the CLI)")
     parser.add_argument("--workers", type=int, default=2, help="detector instances (default 2)")
     parser.add_argument("--min-face", type=int, default=32, help="--min-face for tiles=auto (default 32)")
     parser.add_argument(
