@@ -2,9 +2,8 @@
 
 ``python -m benchmarks.bench_classifier [--repeats N] [--model NAME|PATH ...]`` prints one line per model,
 onnxruntime thread count and batch (faces of the dlib-photo mosaic, 20-70 px), so the classifier target
-(<= 0.1 ms/face batched) can be checked in a fresh process without the full benchmark. A 1x1 detector
-pass on a 720p frame is timed first and printed as the machine's speed at that moment (6.5 ms when this
-VM runs at its usual speed), since the VM's speed varies by +-30 % over a day.
+(<= 0.1 ms/face batched) can be checked in a fresh process without the full benchmark. The machine's
+speed at that moment is printed first (`bench_detection.machine_speed_ms`), since the VM's varies.
 """
 
 from __future__ import annotations
@@ -16,19 +15,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
-from benchmarks.bench_detection import bench_classifier, time_ms
-from benchmarks.mosaic import FACES_DLIB_DIR, build_mosaic, load_dlib_faces
-from edumood_live.detector import DetectorConfig, FaceDetector
+from benchmarks.bench_detection import USUAL_SPEED_MS, bench_classifier, machine_speed_ms
+from benchmarks.mosaic import FACES_DLIB_DIR, load_dlib_faces
 from edumood_live.resources import SHIPPED_CLASSIFIERS, classifier_path
-
-
-def machine_speed_ms(image: np.ndarray, repeats: int) -> float:
-    """Median ms of one whole-frame detector pass: the yardstick for this machine's speed right now."""
-    with FaceDetector(DetectorConfig(tiles="1x1", workers=1)) as detector:
-        median, _, _ = time_ms(lambda: detector.detect(image), repeats * 10)
-    return median
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     photos = load_dlib_faces()
     models = args.model or [classifier_path(name) for name in SHIPPED_CLASSIFIERS]
-    speed = machine_speed_ms(build_mosaic(photos, 1280, 720).image, args.repeats)
-    print(f"machine speed: 1x1 detector pass on 720p {speed:.2f} ms (6.5 at this VM's usual speed)")
+    speed = machine_speed_ms()
+    print(f"machine speed: whole-frame detector pass {speed:.2f} ms ({USUAL_SPEED_MS} at this VM's usual speed)")
     print(f"{'model':32s} {'input':>7s} {'threads':>7s} {'batch':>5s} {'ms/face':>8s} {'crop':>6s} {'inference':>9s}")
     for model in models:
         for row in bench_classifier(model, photos, args.repeats):

@@ -88,6 +88,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+USUAL_SPEED_MS = 6.5  # machine_speed_ms() when the project VM runs at its usual speed (it varies +-30 %)
+
+
+def machine_speed_ms(repeats: int = 60) -> float:
+    """Median ms of one whole-frame detector pass on a 720p frame: this machine's speed right now.
+
+    The shared VM's speed drifts during a day; printed before and after a benchmark, it tells a slow run
+    from a slow change.
+    """
+    image = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8)
+    with FaceDetector(DetectorConfig(tiles="1x1", workers=1)) as detector:
+        median, _, _ = time_ms(lambda: detector.detect(image), repeats)
+    return median
+
+
 def layouts(photos: list[AnnotatedImage], frame_w: int, frame_h: int, count: int = LAYOUTS) -> list[AnnotatedImage]:
     """The mosaic with the photos in their order, then in ``count - 1`` seeded shuffles of it: where faces
     fall relative to tile edges changes recall, so one layout alone would flatter a tiling tuned on it."""

@@ -675,9 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS_DIR / f"pipeline_{stamp}{'_quick' if args.quick else ''}.json"
     info = bench_detection.machine()
     info.update(machine_extra())
+    info["speed_ms_at_start"] = bench_detection.machine_speed_ms()  # the VM's speed drifts: see both ends
     console.print(
         f"machine: {info['cpu']}, {info['usable_cores']} usable cores, load {info['load_avg_1_5_15']}, "
-        f"other work: {info['busy_at_start'] or 'none'}"
+        f"other work: {info['busy_at_start'] or 'none'}; whole-frame detector pass "
+        f"{info['speed_ms_at_start']:.2f} ms ({bench_detection.USUAL_SPEED_MS} at this VM's usual speed)"
     )
     reset_peak_rss()
     inputs = build_inputs(args.quick)
@@ -714,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         peer = section_peer(inputs, peer_out, 20 if args.quick else args.peer_frames, console)
     info["busy_at_end"] = busy_processes()
     info["load_avg_at_end"] = list(os.getloadavg())
+    info["speed_ms_at_end"] = bench_detection.machine_speed_ms()
+    console.print(f"whole-frame detector pass at the end: {info['speed_ms_at_end']:.2f} ms")
     report = {
         "benchmark": "bench_pipeline",
         "started_utc": started.isoformat(timespec="seconds"),

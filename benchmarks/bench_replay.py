@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from benchmarks import bench_detection
 from benchmarks import bench_pipeline as bp
 from benchmarks.gallery import media_missing_reason
 from edumood_live.resources import SHIPPED_CLASSIFIERS, shipped_classifier_path
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {reason}")
         return 0
     item = next(i for i in bp.build_inputs(False) if i.key == "gallery720")
+    speed = bench_detection.machine_speed_ms()
+    print(f"machine speed: whole-frame detector pass {speed:.2f} ms ({bench_detection.USUAL_SPEED_MS} usual)")
     print("run  setup            fps   x_realtime  faces  ms/frame: detect classify crop")
     for run in range(args.repeats):
         naive = bp.run_naive(item, shipped_classifier_path("default"), item.replay_frames)
