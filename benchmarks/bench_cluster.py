@@ -1,6 +1,7 @@
 """Cluster mode throughput against the number of cameras, on a local Ray runtime on this machine.
 
     python -m benchmarks.bench_cluster [--cameras 1,2,4,8] [--loops 10] [--model PATH] [--waits 2]
+                                       [--detector-workers 1,2]
 
 Every camera replays the bundled sample clip (480x270, 3 faces, 12 fps) looped ``--loops`` times, at
 full speed (files are read in order, nothing is dropped). For each camera count the script runs the
@@ -31,6 +32,7 @@ from benchmarks.bench_detection import machine
 from benchmarks.harness import default_model, machine_extra
 from edumood_live.classifier import ClassifierConfig
 from edumood_live.config import RunConfig
+from edumood_live.detector import DetectorConfig
 from edumood_live.pipeline import Pipeline
 from edumood_live.resources import classifier_path, demo_clip_path
 from edumood_live.sources import SourceConfig
@@ -57,9 +59,10 @@ def looped_clip(folder: Path, loops: int) -> tuple[Path, int]:
     return path, loops * len(frames)
 
 
-def run_config(clip: Path, cameras: int, model: Path) -> RunConfig:
+def run_config(clip: Path, cameras: int, model: Path, detector_workers: int) -> RunConfig:
     sources = tuple(SourceConfig(str(clip)) for _ in range(cameras))
-    return RunConfig(sources=sources, classifier=ClassifierConfig(model_path=model), window_s=WINDOW_S)
+    return RunConfig(sources=sources, classifier=ClassifierConfig(model_path=model), window_s=WINDOW_S,
+                     detector=DetectorConfig(workers=detector_workers))
 
 
 def bench_cluster(config: RunConfig, batch_wait_ms: float) -> dict[str, Any]:
@@ -111,9 +114,9 @@ def bench_single(config: RunConfig) -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| cameras | mode | wait ms | start-up s | frames | wall s | total fps | fps/camera (mean, min) "
-        "| faces/call | camera requests/call | calls with >1 camera | max cameras/call |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cameras | detector workers | mode | wait ms | start-up s | frames | wall s | total fps "
+        "| fps/camera (mean, min) | faces/call | camera requests/call | calls with >1 camera | max cameras/call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b = r.get("batching") or {}
@@ -125,7 +128,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         )
         wait = r.get("batch_wait_ms", "–")
         lines.append(
-            f"| {r['cameras']} | {r['mode']} | {wait} | {r['startup_s']} | {r['frames']} | {r['wall_s']} "
+            f"| {r['cameras']} | {r['detector_workers']} | {r['mode']} | {wait} | {r['startup_s']} "
+            f"| {r['frames']} | {r['wall_s']} "
             f"| {r['fps_total']} | {r['fps_per_camera_mean']}, {r['fps_per_camera_min']} | {batching} |"
         )
     return "\n".join(lines)
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=classifier_path,
                         help="classifier: a shipped name (default, fast) or an ONNX file (default: default)")
     parser.add_argument("--waits", default="2", help="cluster batch_wait_ms values to try, comma-separated")
+    parser.add_argument("--detector-workers", default="2",
+                        help="detector instances per camera (each a thread) to try, comma-separated (default 2)")
     parser.add_argument("--no-single", action="store_true", help="skip the single-process reference runs")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray runtime")
     args = parser.parse_args(argv)
@@ -191,15 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             clip, clip_frames = looped_clip(Path(folder), args.loops)
             for cameras in (int(n) for n in args.cameras.split(",")):
-                config = run_config(clip, cameras, Path(model))
-                for wait in (float(w) for w in args.waits.split(",")):
-                    result = {"cameras": cameras, **bench_cluster(config, wait)}
-                    results.append(result)
-                    print(json.dumps(result), file=sys.stderr, flush=True)
-                if not args.no_single:
-                    result = {"cameras": cameras, **bench_single(config)}
-                    results.append(result)
-                    print(json.dumps(result), file=sys.stderr, flush=True)
+                for workers in (int(n) for n in args.detector_workers.split(",")):
+                    config = run_config(clip, cameras, Path(model), workers)
+                    for wait in (float(w) for w in args.waits.split(",")):
+                        result = {"cameras": cameras, "detector_workers": workers, **bench_cluster(config, wait)}
+                        results.append(result)
+                        print(json.dumps(result), file=sys.stderr, flush=True)
+                    if not args.no_single:
+                        result = {"cameras": cameras, "detector_workers": workers, **bench_single(config)}
+                        results.append(result)
+                        print(json.dumps(result), file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
     report = {
