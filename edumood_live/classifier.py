@@ -41,6 +41,7 @@ REQUIRED_KEYS = (
     "trained_on",
     "metrics",
 )
+CROP_KEY = "crop"  # optional metadata key: the crop geometry the model was trained on (`CropSpec`)
 
 
 class Device(str, Enum):
@@ -59,6 +60,43 @@ class PadMode(str, Enum):
 
 
 @dataclass(frozen=True)
+class CropSpec:
+    """How a face box becomes the network's input (DESIGN §2: the crop is part of the model's contract).
+
+    A square of side ``max(w, h) * (1 + 2 * margin)`` centred on the detector's box; where it leaves the
+    image it is filled as ``pad`` says; then an area resize to the model's input size. Training and
+    evaluation crop every image with this same spec and the runtime's detector, and the exported model
+    carries it in its ``crop`` metadata key, so the runtime cannot crop differently from training.
+    """
+
+    margin: float = 0.3
+    pad: PadMode = PadMode.EDGE
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "pad", PadMode(self.pad))
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in PadMode)
+            raise ConfigError(f"crop pad={self.pad!r} is not allowed; use one of {allowed}") from None
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 1:
+            raise ConfigError(f"crop margin={self.margin!r} is not allowed; use a number in [0, 1]")
+
+    def to_json(self) -> str:
+        return json.dumps({"margin": self.margin, "square": True, "pad": self.pad.value})
+
+    @classmethod
+    def from_json(cls, text: str) -> CropSpec:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("square", True) is not True or set(raw) - {"margin", "square", "pad"}:
+            raise ConfigError(f"crop {text[:80]!r} must be an object with 'margin', 'pad' and 'square': true")
+        return cls(raw.get("margin", cls.margin), raw.get("pad", cls.pad))
+
+
+# Models exported before the crop was written into the file were trained (and are served) with this.
+LEGACY_CROP = CropSpec(margin=0.15, pad=PadMode.EDGE)
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     """Settings of `FaceClassifier`; validated at construction."""
 
@@ -68,12 +106,16 @@ class ClassifierConfig:
     # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
     # takes a core from the detector between classifier calls (benchmarks/README.md measures it).
     allow_spinning: bool = False
-    crop_margin: float = 0.15  # square crop of side max(w, h) * (1 + 2 * margin) around the box centre
-    pad_mode: PadMode | str = PadMode.EDGE
+    # Override the model's own crop (its `crop` metadata; `CropSpec`). None = as the model was trained,
+    # which is what its accuracy figures assume; an override is for experiments only.
+    crop_margin: float | None = None
+    pad_mode: PadMode | str | None = None
 
     def __post_init__(self) -> None:
         for name, enum in (("device", Device), ("pad_mode", PadMode)):
             value = getattr(self, name)
+            if value is None and name == "pad_mode":
+                continue
             try:
                 object.__setattr__(self, name, enum(value))
             except ValueError:
@@ -85,7 +127,7 @@ class ClassifierConfig:
             )
         if not isinstance(self.allow_spinning, bool):
             raise ConfigError(f"allow_spinning={self.allow_spinning!r} is not allowed; use True or False")
-        if not 0.0 <= self.crop_margin <= 1.0:
+        if self.crop_margin is not None and not 0.0 <= self.crop_margin <= 1.0:
             raise ConfigError(f"crop_margin={self.crop_margin!r} is not allowed; use a value in [0, 1]")
 
 
@@ -103,6 +145,7 @@ class ModelMetadata:
     trained_on: Any
     metrics: dict[str, Any]
     channel_order: str = "RGB"  # optional key; only used when channels == 3
+    crop: CropSpec = LEGACY_CROP  # optional key `crop`; files without it predate the crop contract
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,6 +162,7 @@ class ModelMetadata:
             "trained_on": self.trained_on,
             "metrics": self.metrics,
             "channel_order": self.channel_order,
+            CROP_KEY: json.loads(self.crop.to_json()),
         }
 
     @classmethod
@@ -182,10 +226,16 @@ class ModelMetadata:
         order = raw.get("channel_order", "RGB").upper()
         if order not in ("RGB", "BGR"):
             raise fail("channel_order", f"must be 'RGB' or 'BGR', got {raw['channel_order'][:20]!r}")
-        extra = {k: v for k, v in raw.items() if k not in REQUIRED_KEYS and k != "channel_order"}
+        crop = LEGACY_CROP
+        if CROP_KEY in raw:
+            try:
+                crop = CropSpec.from_json(raw[CROP_KEY])
+            except (json.JSONDecodeError, ConfigError) as exc:
+                raise fail(CROP_KEY, f"is invalid: {exc}") from None
+        extra = {k: v for k, v in raw.items() if k not in (*REQUIRED_KEYS, "channel_order", CROP_KEY)}
         return cls(
             tuple(labels), (size[0], size[1]), channels, norm["mean"], norm["std"], raw["model_name"],
-            raw["version"], trained_on, metrics, order, extra,
+            raw["version"], trained_on, metrics, order, crop, extra,
         )  # fmt: skip
 
 
@@ -231,6 +281,22 @@ def crop_square(
     cv2.resize(region, (size_hw[1], size_hw[0]), dst=out, interpolation=cv2.INTER_AREA)
 
 
+def crop_faces(
+    image_bgr: np.ndarray, boxes: np.ndarray, crop: CropSpec, size_hw: tuple[int, int], grey: bool,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 crops (N, H, W) grey or (N, H, W, 3) BGR of the faces in ``boxes`` (xyxy), cut as ``crop`` says.
+
+    The one crop of the project: the runtime's preprocessing and the training data both call it.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if out is None:
+        out = np.empty((len(boxes), *size_hw, *(() if grey else (3,))), np.uint8)
+    for face, square in zip(out, square_boxes(boxes, crop.margin), strict=True):
+        crop_square(image_bgr, square, size_hw, crop.pad, face, grey)
+    return out
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32."""
     z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
@@ -248,7 +314,10 @@ class FacePreprocessor:
         self.config = config
         self.input_size: tuple[int, int] = meta.input_size
         self.channels: int = meta.channels
-        self._pad = PadMode(config.pad_mode)
+        self.crop = CropSpec(
+            meta.crop.margin if config.crop_margin is None else config.crop_margin,
+            meta.crop.pad if config.pad_mode is None else config.pad_mode,
+        )
         self._scale = (1.0 / (255.0 * meta.std)).reshape(1, -1, 1, 1)
         self._offset = (meta.mean / meta.std).reshape(1, -1, 1, 1)
         self._lock = threading.Lock()
@@ -271,9 +340,7 @@ class FacePreprocessor:
         with self._lock:
             if len(self._crops) < n:
                 self._crops = np.empty((max(n, 2 * len(self._crops)), *self._crops.shape[1:]), np.uint8)
-            crops = self._crops[:n]
-            for crop, square in zip(crops, square_boxes(boxes, self.config.crop_margin), strict=True):
-                crop_square(image_bgr, square, self.input_size, self._pad, crop, grey)
+            crops = crop_faces(image_bgr, boxes, self.crop, self.input_size, grey, out=self._crops[:n])
             if grey:
                 out[:, 0] = crops
             elif self.meta.channel_order == "RGB":  # one colour conversion for the whole batch

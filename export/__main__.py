@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edumood_live.classifier import LEGACY_CROP, CropSpec
 from export.onnx_export import ExportError, export_onnx, load_checkpoint, normalise, time_per_face
 from train.data import build_dataset
 from train.metrics import classification_metrics
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads((run / "manifest.json").read_text())
         recipe = load_recipe(Path(config["recipe"]))
         data_root = Path(args.data_root or config["data_root"])
-        size = tuple(load_checkpoint(run / "best.pt")[1]["input_size"])
-        data = build_dataset(recipe, data_root, size, 1, cache_dir=Path("runs/cache"))
+        meta = load_checkpoint(run / "best.pt")[1]
+        crop = CropSpec(meta["crop"]["margin"], meta["crop"]["pad"]) if "crop" in meta else LEGACY_CROP
+        data = build_dataset(recipe, data_root, tuple(meta["input_size"]), 1, cache_dir=Path("runs/cache"), crop=crop)
         test = data.subset(data.split_mask("test") if data.split_mask("test").any() else data.split_mask("val"))
         trained_on = {
             "recipe": recipe.name,

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from edumood_live.classifier import CROP_KEY, LEGACY_CROP, CropSpec
 from train.engine import MEAN, STD
 from train.models import build_model
 
@@ -85,6 +86,9 @@ def build_metadata(meta: dict, model_name: str, version: str, trained_on: dict) 
         "version": version,
         "trained_on": json.dumps(trained_on),
         "metrics": json.dumps(meta.get("metrics", {})),
+        # the crop the network was trained on; a checkpoint without one predates the crop contract
+        CROP_KEY: CropSpec(**{k: v for k, v in meta.get("crop", {}).items() if k != "square"}).to_json()
+        if "crop" in meta else LEGACY_CROP.to_json(),
         "arch": meta["arch"],
         "temperature": f"{meta.get('temperature', 1.0):.6f}",
         "class_bias": json.dumps(meta.get("class_bias", [])),

@@ -13,6 +13,7 @@ import pytest
 from edumood_live import resources
 from edumood_live.classifier import (
     ClassifierConfig,
+    CropSpec,
     FaceClassifier,
     PadMode,
     crop_square,
@@ -267,3 +268,53 @@ def test_grey_crop_matches_resize_then_convert(demo_frames: list[np.ndarray]) ->
         crop_square(frame, square, (64, 64), PadMode.EDGE, colour)
         reference = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
         assert np.abs(grey.astype(int) - reference).max() <= 1
+
+
+# ---------------------------------------------------------------- the crop contract (DESIGN §2)
+
+
+@pytest.mark.parametrize(
+    ("crop", "margin", "pad"),
+    [
+        (None, 0.15, "edge"),  # a file made before the crop contract: the crop it was trained on
+        ('{"margin": 0.3, "square": true, "pad": "edge"}', 0.3, "edge"),
+        ('{"margin": 0.45, "pad": "zeros"}', 0.45, "zeros"),
+    ],
+)
+def test_the_crop_comes_from_the_model_file(
+    onnx_classifier_factory: Factory, crop: str | None, margin: float, pad: str
+) -> None:
+    path = onnx_classifier_factory(metadata={} if crop is None else {"crop": crop})
+    with FaceClassifier(ClassifierConfig(model_path=path)) as clf:
+        assert clf.preprocessor.crop == CropSpec(margin, pad)
+        assert clf.metadata["crop"] == {"margin": margin, "square": True, "pad": pad}
+    # an explicit override wins (experiments), field by field
+    with FaceClassifier(ClassifierConfig(model_path=path, crop_margin=0.05)) as clf:
+        assert clf.preprocessor.crop == CropSpec(0.05, pad)
+
+
+@pytest.mark.parametrize(
+    ("crop", "message"),
+    [
+        ("{not json", r"metadata key 'crop' is invalid"),
+        ('{"margin": 2}', r"crop margin=2 is not allowed"),
+        ('{"margin": 0.3, "pad": "mirror"}', r"crop pad='mirror' is not allowed"),
+        ('{"margin": 0.3, "square": false}', r"'square': true"),
+    ],
+)
+def test_a_bad_crop_in_the_model_file_is_refused(onnx_classifier_factory: Factory, crop: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        FaceClassifier(ClassifierConfig(model_path=onnx_classifier_factory(metadata={"crop": crop})))
+
+
+def test_the_preprocessor_crops_with_the_models_margin(onnx_classifier_factory: Factory) -> None:
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[80:120, 80:120] = 255  # a 40 px white square: the "face"
+    box = np.float32([[80, 80, 120, 120]])
+    wide = onnx_classifier_factory("wide.onnx", input_size=(30, 30), metadata={"crop": '{"margin": 0.5}'})
+    tight = onnx_classifier_factory("tight.onnx", input_size=(30, 30), metadata={"crop": '{"margin": 0.0}'})
+    with FaceClassifier(ClassifierConfig(model_path=wide)) as clf:
+        white_wide = float((clf.preprocess(frame, box) * 0.5 + 0.5).mean())  # share of white, by area
+    with FaceClassifier(ClassifierConfig(model_path=tight)) as clf:
+        white_tight = float((clf.preprocess(frame, box) * 0.5 + 0.5).mean())
+    assert white_tight == pytest.approx(1.0) and white_wide == pytest.approx(0.25, abs=0.01)  # side 80: 40²/80²

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,42 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x
 
 
+LOW_RES_SIDES = (12, 16, 24, 32)  # a classroom face is often this small before it is enlarged to the input
+
+
+def degrade(x: torch.Tensor, generator: torch.Generator, share: float = 0.5) -> torch.Tensor:
+    """Resolution loss on ``share`` of the batch: shrunk to 12-32 px (which also blurs) and enlarged back.
+
+    Sources differ in resolution (48 px FER-2013, 96 px AffectNet, far-away webcam faces); without this a
+    network can learn "small and soft means this dataset's labels" instead of the expression.
+    """
+    n, size = x.shape[0], tuple(x.shape[-2:])
+    pick = torch.randint(0, len(LOW_RES_SIDES), (n,), generator=generator)
+    chosen = torch.rand(n, generator=generator) < share
+    for i, side in enumerate(LOW_RES_SIDES):
+        rows = torch.nonzero(chosen & (pick == i)).flatten().to(x.device)
+        if len(rows) and side < size[0]:
+            small = F.interpolate(x[rows], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+            x[rows] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def jpeg(batch_u8: torch.Tensor, generator: torch.Generator, share: float = 0.3) -> torch.Tensor:
+    """JPEG artefacts (quality 15-75) on ``share`` of a uint8 (N, C, H, W) batch, as video streams have."""
+    chosen = torch.nonzero(torch.rand(len(batch_u8), generator=generator) < share).flatten().tolist()
+    if not chosen:
+        return batch_u8
+    out = batch_u8.clone()
+    for i in chosen:
+        quality = int(torch.randint(15, 76, (1,), generator=generator))
+        image = out[i].permute(1, 2, 0).numpy()
+        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            out[i] = torch.from_numpy(decoded.reshape(image.shape)).permute(2, 0, 1)
+    return out
+
+
 class Objective(nn.Module):
     """The training loss: cross-entropy on the labels, optionally distilled from a trained teacher.
 
@@ -96,7 +133,10 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None) -> float:
-    """One pass over ``order`` (sample indices); returns the mean training loss."""
+    """One pass over ``order`` (sample indices); returns the mean training loss.
+
+    ``targets`` are class indices (N,) or target distributions (N, K) (crowd votes, one-hot labels).
+    """
     model.train()
     total, seen = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
@@ -104,7 +144,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         idx = torch.from_numpy(order[start:start + batch_size])
         if len(idx) < 2:
             continue  # batch norm needs two samples
-        x = augment(to_input(images[idx].to(device, non_blocking=True), size), generator)
+        x = degrade(augment(to_input(jpeg(images[idx], generator).to(device, non_blocking=True), size),
+                            generator), generator)
         y = targets[idx].to(device, non_blocking=True)
         with autocast:
             loss = loss_fn(model(x), y, x)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from edumood_live.classifier import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
 from train.engine import Objective, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
@@ -55,6 +56,7 @@ class TrainConfig:
     distill_temperature: float = 2.0
     device: str = "auto"
     threads: int = 2
+    crop_margin: float = CropSpec().margin  # the crop every image is cut with; exported into the model
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -81,11 +83,11 @@ def _device(choice: str) -> torch.device:
 
 
 def _load_data(cfg: TrainConfig, size: tuple[int, int], channels: int, cache: Path) -> Dataset:
-    recipe = load_recipe(Path(cfg.recipe))
-    data = build_dataset(recipe, Path(cfg.data_root), size, channels, cache_dir=cache)
+    recipe, crop = load_recipe(Path(cfg.recipe)), CropSpec(cfg.crop_margin)
+    data = build_dataset(recipe, Path(cfg.data_root), size, channels, cache_dir=cache, crop=crop)
     if cfg.exclude_heldout_of:
         other = build_dataset(load_recipe(Path(cfg.exclude_heldout_of)), Path(cfg.data_root), size, channels,
-                              cache_dir=cache)
+                              cache_dir=cache, crop=crop)
         held_out = {h for h, s in zip(other.hashes, other.split, strict=True) if s != SPLITS.index("train")}
         keep = np.array([h not in held_out for h in data.hashes])
         reason = f"held out by {Path(cfg.exclude_heldout_of).name}"
@@ -203,12 +205,13 @@ def run(cfg: TrainConfig) -> dict:
         log.info("resuming %s at epoch %d", last, start_epoch)
 
     images = torch.from_numpy(data.images)
-    targets = torch.from_numpy(data.targets)
+    targets = torch.from_numpy(data.soft)  # (N, K) distributions: crowd votes, or one-hot labels
     weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance,
                                 _image_weights(data, cfg.weight_file))
     val_mask = data.split_mask("val")
     meta = {"labels": list(data.labels), "arch": cfg.arch, "input_size": list(size), "channels": 1,
-            "recipe": load_recipe(Path(cfg.recipe)).name, "params": count_parameters(model)}
+            "recipe": load_recipe(Path(cfg.recipe)).name, "params": count_parameters(model),
+            "crop": json.loads(data.crop.to_json())}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=rank != 0)
     with progress:

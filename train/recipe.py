@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("crops", "frames")
+ROLES = ("train", "eval")  # eval: every image goes to the test split (a source the model never trains on)
+ANY_FOLDER = "*"  # a label-map key that maps every folder (single-label sources laid out by subject)
 
 
 class RecipeError(ValueError):
@@ -24,9 +26,10 @@ class SourceSpec:
     name: str
     roots: tuple[str, ...]
     kind: str
-    group: str  # "file" or "block:N" (consecutive file numbers form one recording)
-    label_map: dict[str, str]
-
+    group: str  # "file", "folder" (one person per folder) or "block:N" (consecutive frame numbers)
+    label_map: dict[str, str]  # folder -> label; with ``votes``: vote column -> label
+    role: str = "train"
+    votes: str | None = None  # CSV of crowd votes per image (FER+), relative to the data root
     @property
     def block_size(self) -> int | None:
         return int(self.group.split(":", 1)[1]) if self.group.startswith("block:") else None
@@ -74,20 +77,27 @@ def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
     if kind not in KINDS:
         raise RecipeError(f"{where}: kind {kind!r} is not allowed; choose one of {', '.join(KINDS)}")
     group = str(raw.get("group", "file"))
-    if group != "file":
+    if group not in ("file", "folder"):
         size = group.removeprefix("block:")
         if not group.startswith("block:") or not size.isdigit() or int(size) < 1:
-            raise RecipeError(f"{where}: group {group!r} is not allowed; use 'file' or 'block:N' with N >= 1")
+            raise RecipeError(
+                f"{where}: group {group!r} is not allowed; use 'file', 'folder' or 'block:N' with N >= 1")
+    role = str(raw.get("role", "train"))
+    if role not in ROLES:
+        raise RecipeError(f"{where}: role {role!r} is not allowed; choose one of {', '.join(ROLES)}")
+    votes = raw.get("votes")
+    if votes is not None and not isinstance(votes, str):
+        raise RecipeError(f"{where}: 'votes' must be a CSV path, got {votes!r}")
     label_map = _require(raw, "labels", dict, where)
     if not label_map:
         raise RecipeError(f"{where}: 'labels' maps no folder onto a label")
     for folder, target in label_map.items():
         if target not in labels:
             raise RecipeError(
-                f"{where}: folder '{folder}' maps to unknown label {target!r}; "
+                f"{where}: {'vote column' if votes else 'folder'} '{folder}' maps to unknown label {target!r}; "
                 f"known labels: {', '.join(labels)}"
             )
-    return SourceSpec(name, tuple(roots), kind, group, dict(label_map))
+    return SourceSpec(name, tuple(roots), kind, group, dict(label_map), role, votes)
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -32,22 +32,21 @@ def tiny_face_data(tmp_path_factory: pytest.TempPathFactory, demo_frames: list[n
 
     The label is who the face belongs to (ordered by x position), so a model can really learn it.
     """
-    from edumood_live.classifier import ClassifierConfig, PadMode, crop_square, square_boxes
+    from edumood_live.classifier import CropSpec, crop_faces
     from edumood_live.detector import DetectorConfig, FaceDetector
 
     root = tmp_path_factory.mktemp("tiny_faces")
     names = ("left", "middle", "right")
     for name in names:
         (root / "faces" / name).mkdir(parents=True)
-    margin = ClassifierConfig().crop_margin
+    framing = CropSpec(margin=0.3)  # a dataset of face crops; training pads them before detection
     with FaceDetector(DetectorConfig(tiles="1x1")) as detector:
         for i, frame in enumerate(demo_frames):
             boxes = detector.detect(frame).boxes
             if len(boxes) != 3:
                 continue
             for name, box in zip(names, boxes[np.argsort(boxes[:, 0])], strict=True):
-                crop = np.empty((96, 96, 3), np.uint8)
-                crop_square(frame, square_boxes(box[None], margin)[0], (96, 96), PadMode.EDGE, crop)
+                crop = crop_faces(frame, box[None], framing, (96, 96), grey=False)[0]
                 cv2.imwrite(str(root / "faces" / name / f"{i:03d}.png"), crop)
     (root / "recipe.toml").write_text(TINY_RECIPE)
     return root

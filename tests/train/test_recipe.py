@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["four_class.toml", "fer2013_pretrain.toml"])
+@pytest.mark.parametrize("name", ["four_class.toml", "ferplus_pretrain.toml"])
 def test_shipped_recipes_parse(name: str) -> None:
     recipe = load_recipe(RECIPES / name)
     assert recipe.sources and len(recipe.labels) >= 4
@@ -42,9 +42,20 @@ def test_shipped_recipes_parse(name: str) -> None:
 def test_four_class_recipe_maps_onto_product_labels() -> None:
     recipe = load_recipe(RECIPES / "four_class.toml")
     assert recipe.labels == ("Angry", "Neutral", "Engaged", "Bored")
-    student = next(s for s in recipe.sources if s.name == "student_engagement")
-    assert student.kind == "frames" and student.block_size == 40
-    assert "Looking Away" not in student.label_map
+    sources = {s.name: s for s in recipe.sources}
+    # only a source holding all four labels trains: a one- or two-label source would stand for its labels
+    trained = [s for s in recipe.sources if s.role == "train"]
+    assert [s.name for s in trained] == ["affectnet4"] and set(trained[0].label_map.values()) == set(recipe.labels)
+    assert sources["student_engagement"].kind == "frames" and sources["student_engagement"].role == "eval"
+    assert "Looking Away" not in sources["student_engagement"].label_map
+    assert sources["daisee"].group == "folder" and sources["daisee"].label_map == {"*": "Engaged"}
+    assert sources["fer2013_test"].votes == "fer2013/ferplus_votes.csv"
+
+
+def test_ferplus_recipe_takes_all_eight_emotions_from_the_votes() -> None:
+    recipe = load_recipe(RECIPES / "ferplus_pretrain.toml")
+    (source,) = recipe.sources
+    assert source.votes and set(source.label_map) == set(recipe.labels) and len(recipe.labels) == 8
 
 
 def test_valid_minimal_recipe(tmp_path: Path) -> None:
@@ -62,6 +73,8 @@ def test_valid_minimal_recipe(tmp_path: Path) -> None:
         (('labels = ["A", "B"]', 'labels = ["A", "A"]'), "at least two distinct labels"),
         (('roots = ["data"]', "roots = []"), "non-empty list"),
         (('kind = "crops"', 'kind = "crops"\ngroup = "block:0"'), "group 'block:0' is not allowed"),
+        (('kind = "crops"', 'kind = "crops"\nrole = "test"'), "role 'test' is not allowed"),
+        (('kind = "crops"', 'kind = "crops"\nvotes = 3'), "'votes' must be a CSV path"),
         (('name = "tiny"', ""), "missing key 'name'"),
         (("[[sources]]", "[[nothing]]"), "missing key 'name'|needs at least one"),
     ],

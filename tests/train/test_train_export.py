@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edumood_live.classifier import ClassifierConfig, FaceClassifier
+from edumood_live.classifier import ClassifierConfig, CropSpec, FaceClassifier
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
 from train.__main__ import main
 from train.data import build_dataset
@@ -58,6 +58,34 @@ def test_export_loads_in_runtime_with_metadata_and_parity(trained_run: Path, tin
         frame = np.full((120, 160, 3), 128, np.uint8)
         probs = classifier.classify(frame, np.array([[10, 10, 60, 60], [50, 20, 120, 100]], np.float32))
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_runtime_classifies_a_real_frame_as_training_saw_it(trained_run: Path, tmp_path: Path,
+                                                             demo_frames: list[np.ndarray]) -> None:
+    """Train -> export -> the product's detector, crop and onnxruntime on a real frame: the same logits as
+    the PyTorch network on the training pipeline's crops of that frame."""
+    from edumood_live.detector import DetectorConfig, FaceDetector
+    from export.onnx_export import normalise
+    from train.data import FaceCropper
+
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(trained_run / "best.pt", onnx_path, np.zeros((2, 1, 48, 48), np.uint8), "tiny", "0.0.1", {})
+    frame = demo_frames[20]
+    with FaceDetector(DetectorConfig()) as detector:
+        boxes = detector.detect(frame).boxes
+    with FaceClassifier(ClassifierConfig(model_path=onnx_path, device="cpu")) as classifier:
+        assert classifier.preprocessor.crop == CropSpec(TrainConfig(recipe="").crop_margin)
+        probs = classifier.classify(frame, boxes)
+    cropper = FaceCropper((48, 48), 1, CropSpec(TrainConfig(recipe="").crop_margin))
+    try:
+        crops = np.stack([cropper.cut(frame, box)[0] for box in boxes])
+    finally:
+        cropper.close()
+    model, meta = load_checkpoint(trained_run / "best.pt")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(normalise(crops))) / meta["temperature"] + torch.tensor(meta["class_bias"])
+    assert len(boxes) == 3
+    np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-4)
 
 
 def test_parity_check_fails_on_a_different_model(trained_run: Path, tiny_face_data: Path, tmp_path: Path) -> None:
