@@ -1,0 +1,117 @@
+"""Score exported classifiers the way the product runs them, per source: the model card's tables.
+
+``python -m export.evaluate --model default --model fast`` loads each ONNX model with the runtime's own
+`FaceClassifier`, builds the recipe's data with the model's own input size and crop (the runtime's
+detector and `crop_faces`, cached under ``runs/cache``), and classifies the test split with onnxruntime.
+Sources with ``role = "eval"`` in the recipe were never trained on, so their scores are cross-source;
+"cross-source, pooled" classifies all of their faces together. Per source it also prints the share of
+each predicted label, so a source the model maps onto one label shows at a glance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edumood_live.classifier import ClassifierConfig, FaceClassifier
+from edumood_live.errors import EduMoodError
+from train.data import Dataset, build_dataset
+from train.metrics import classification_metrics
+from train.recipe import RecipeError, load_recipe
+
+DEFAULT_RECIPE = "train/recipes/four_class.toml"
+POOLED = "cross-source, pooled"
+
+
+def _probabilities(classifier: FaceClassifier, images_u8: np.ndarray, flip: bool) -> np.ndarray:
+    """Class probabilities of (N, C, H, W) uint8 crops, normalised as the runtime normalises them."""
+    meta = classifier.meta
+    out = []
+    for start in range(0, len(images_u8), 256):
+        batch = images_u8[start:start + 256].astype(np.float32) / 255.0
+        batch = ((batch - meta.mean.reshape(1, -1, 1, 1)) / meta.std.reshape(1, -1, 1, 1)).astype(np.float32)
+        probs = classifier.classify_batch(batch)
+        if flip:
+            probs = (probs + classifier.classify_batch(np.ascontiguousarray(batch[..., ::-1]))) / 2
+        out.append(probs)
+    return np.concatenate(out) if out else np.zeros((0, len(classifier.labels)), np.float32)
+
+
+def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
+                   flip: bool = False) -> dict:
+    """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
+    recipe = load_recipe(recipe_path)
+    with FaceClassifier(ClassifierConfig(model_path=model, device="cpu")) as classifier:
+        meta = classifier.meta
+        if tuple(meta.labels) != tuple(recipe.labels):
+            raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
+        data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
+                                      cache_dir=Path("runs/cache"), crop=classifier.preprocessor.crop)
+        data = data.subset(data.split_mask(split))
+        predicted = _probabilities(classifier, data.images, flip).argmax(1)
+    eval_only = {s.name for s in recipe.sources if s.role == "eval"}
+    by_source = {}
+    for i, name in enumerate(data.source_names):
+        mask = data.source == i
+        if mask.any():
+            by_source[name] = classification_metrics(data.targets[mask], predicted[mask], data.labels)
+            by_source[name]["cross_source"] = name in eval_only
+    pooled = np.isin(np.array(data.source_names)[data.source], sorted(eval_only))
+    if pooled.any():
+        by_source[POOLED] = classification_metrics(data.targets[pooled], predicted[pooled], data.labels)
+        by_source[POOLED]["cross_source"] = True
+    return {"model": f"{meta.model_name} {meta.version}", "path": str(classifier.model_path), "split": split,
+            "crop": json.loads(classifier.preprocessor.crop.to_json()), "flip_averaged": flip,
+            "faces_not_found": {k: v for k, v in data.skipped.items() if "no face" in k},
+            "by_source": by_source}
+
+
+def table(result: dict) -> str:
+    """Markdown: per source n, accuracy, macro-F1, recall per label and the predicted-label shares."""
+    any_source = next(iter(result["by_source"].values()))
+    labels = list(any_source["per_class"])
+    head = ("| source | cross-source | n | accuracy | macro-F1 | " + " | ".join(f"recall {lb}" for lb in labels)
+            + " | predicted " + " / ".join(lb[0] for lb in labels) + " |")
+    lines = [head, "|---|---|---:|---:|---:|" + "---:|" * len(labels) + "---|"]
+    for name, m in result["by_source"].items():
+        recalls = [f"{m['per_class'][lb]['recall']:.2f}" if m["per_class"][lb]["support"] else "–" for lb in labels]
+        shares = " / ".join(f"{m['predicted_share'][lb]:.2f}" for lb in labels)
+        lines.append(f"| {name} | {'yes' if m['cross_source'] else 'no'} | {m['n']} | {m['accuracy']:.3f} | "
+                     f"{m['macro_f1']:.3f} | " + " | ".join(recalls) + f" | {shares} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", help="ONNX file or shipped name (repeatable; default: default)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, type=Path)
+    parser.add_argument("--data-root", default="../shared/datasets", type=Path)
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--flip", action="store_true", help="average each face with its mirror image")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    results = []
+    try:
+        for model in args.model or ["default"]:
+            result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip)
+            results.append(result)
+            print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "
+                  f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}\n")
+            print(table(result))
+            print(f"\nFaces the detector did not find (not scored, as at run time): "
+                  f"{json.dumps(result['faces_not_found'])}\n")
+    except (RecipeError, EduMoodError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
