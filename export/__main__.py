@@ -46,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         crop = CropSpec(meta["crop"]["margin"], meta["crop"]["pad"]) if "crop" in meta else LEGACY_CROP
         data = build_dataset(recipe, data_root, tuple(meta["input_size"]), 1, cache_dir=Path("runs/cache"), crop=crop)
         test = data.subset(data.split_mask("test") if data.split_mask("test").any() else data.split_mask("val"))
-        trained_on = {
+        trained_on = {  # the sources the classifier was trained on; eval-only ones are listed apart
             "recipe": recipe.name,
-            "sources": {s.name: {"roots": list(s.roots), "label_map": s.label_map} for s in recipe.sources},
+            "sources": {s.name: {"roots": list(s.roots), "label_map": s.label_map}
+                        for s in recipe.sources if s.role == "train"},
+            "evaluated_on": [s.name for s in recipe.sources if s.role == "eval"],
+            "crop": meta.get("crop"),
+            "initialised_from": config.get("init_from"),
             "file_list_sha256": manifest["file_list_sha256"],
             "counts": manifest["counts"],
         }

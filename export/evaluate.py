@@ -3,9 +3,9 @@
 ``python -m export.evaluate --model default --model fast`` loads each ONNX model with the runtime's own
 `FaceClassifier`, builds the recipe's data with the model's own input size and crop (the runtime's
 detector and `crop_faces`, cached under ``runs/cache``), and classifies the test split with onnxruntime.
-Sources with ``role = "eval"`` in the recipe were never trained on, so their scores are cross-source;
-"cross-source, pooled" classifies all of their faces together. Per source it also prints the share of
-each predicted label, so a source the model maps onto one label shows at a glance.
+A source none of whose folders is among the training sources in the model's own metadata
+(``trained_on``) is cross-source; "cross-source, pooled" scores all of their faces together. Per source
+it also prints the share of each predicted label, so a source mapped onto one label shows at a glance.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ def _probabilities(classifier: FaceClassifier, images_u8: np.ndarray, flip: bool
     return np.concatenate(out) if out else np.zeros((0, len(classifier.labels)), np.float32)
 
 
+def _trained_roots(trained_on: object) -> set[str]:
+    sources = trained_on.get("sources", {}) if isinstance(trained_on, dict) else {}
+    return {root for spec in sources.values() for root in spec.get("roots", [])}
+
+
+def _overlaps(root: str, trained: set[str]) -> bool:
+    """``root`` is, holds or lies in one of the ``trained`` folders."""
+    parts = Path(root).parts
+    return any(parts[:len(Path(t).parts)] == Path(t).parts or Path(t).parts[:len(parts)] == parts for t in trained)
+
+
 def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
                    flip: bool = False) -> dict:
     """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
@@ -53,7 +64,9 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
                                       cache_dir=Path("runs/cache"), crop=classifier.preprocessor.crop)
         data = data.subset(data.split_mask(split))
         predicted = _probabilities(classifier, data.images, flip).argmax(1)
-    eval_only = {s.name for s in recipe.sources if s.role == "eval"}
+    # a source is cross-source when none of its folders trained this model (its metadata lists them)
+    trained = _trained_roots(meta.trained_on)
+    eval_only = {s.name for s in recipe.sources if not any(_overlaps(root, trained) for root in s.roots)}
     by_source = {}
     for i, name in enumerate(data.source_names):
         mask = data.source == i

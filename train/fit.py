@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,21 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
     return weights / weights.sum()
 
 
+def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """EMA update whose decay grows as ``(1 + n) / (10 + n)`` up to ``decay`` (n = updates so far).
+
+    A fixed decay of 0.995 keeps 19 % of the starting weights after 330 updates: measured here, the
+    averaged 8-class network still predicted one class after two FER+ epochs while the raw one scored
+    0.58. The warm-up lets the average follow early training and still smooth it later.
+    """
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged * d + current * (1.0 - d)
+
+    return update
+
+
 def _evaluate(model: nn.Module, data: Dataset, mask: np.ndarray, size: tuple[int, int], device: torch.device
               ) -> tuple[dict, torch.Tensor]:
     images = torch.from_numpy(data.images[mask])
@@ -180,9 +196,8 @@ def run(cfg: TrainConfig) -> dict:
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
     # The averaged weights (BN statistics included) are what is validated and saved: the raw weights
     # of a small net on small data swing from epoch to epoch.
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay > 0 else None)
+    ema = (torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay > 0 else None)
 
     steps_per_epoch = max(1, len(train_idx) // world // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -96,3 +96,20 @@ def test_the_teacher_stays_in_eval_mode() -> None:
     teacher = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     objective = Objective(0.0, teacher).train()
     assert not teacher.training and objective.teacher is teacher
+
+
+def test_weight_average_follows_early_training_then_smooths() -> None:
+    from torch.optim.swa_utils import AveragedModel
+
+    from train.fit import ema_with_warmup
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    averaged = AveragedModel(model, avg_fn=ema_with_warmup(0.995), use_buffers=True)
+    for step in range(1, 1001):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        averaged.update_parameters(model)
+        if step == 20:  # a fixed 0.995 would still sit near the first weights (about 1.9)
+            assert float(averaged.module.weight) > 10
+    # later it smooths: at step 1000 the decay is 0.991, a lag of about 1 / (1 - 0.991) = 110 steps
+    assert 850 < float(averaged.module.weight) < 950
