@@ -120,12 +120,17 @@ class LiveSource(Source):
         self._last_error: str | None = None
         self._finished = False
         self._link_count = 0
-        first = self._start_link()  # the first open is synchronous: a wrong URL or camera fails here
+        self._ever_connected = False
+        first = self._start_link()  # the first open is synchronous: a missing camera fails here
         first.settled.wait(config.open_timeout_s + OPEN_MARGIN_S)
         if not first.opened.is_set():
-            self._stop.set()
-            first.abandoned.set()
-            raise SourceError(self._open_error(first))
+            if isinstance(target, int):
+                self._stop.set()
+                first.abandoned.set()
+                raise SourceError(self._open_error(first))
+            # A network camera that is not up yet (a recorder started before the camera): wait for it with
+            # the same backoff and retry limit as for a lost connection; the run writes gap windows meanwhile.
+            self._state, self._last_error = SourceState.RECONNECTING, self._open_error(first)
         self._supervisor = threading.Thread(
             target=self._supervise, args=(first,), name=f"edumood-watch-{self.name}", daemon=True
         )
@@ -265,11 +270,15 @@ class LiveSource(Source):
             if link.abandoned.is_set():
                 return
             if link.frames == 0 and link.number > 0:
-                self._counts["reconnects"] += 1
-                logger.info("%s: reconnected after %.1f s", self.name, now - link.started_at)
+                if self._ever_connected:
+                    self._counts["reconnects"] += 1
+                    logger.info("%s: reconnected after %.1f s", self.name, now - link.started_at)
+                else:
+                    logger.info("%s: connected after %d attempt(s)", self.name, link.number)
             if self._latest is not None:
                 self._counts["dropped"] += 1
             link.frames += 1
+            self._ever_connected = True
             self._state, self._attempt = SourceState.CONNECTED, 0
             self._latest = Frame(image, now * 1000.0, self._grabbed, self.name)
             self._grabbed += 1
@@ -287,7 +296,9 @@ class LiveSource(Source):
                 return
             with self._cond:
                 link.abandoned.set()
-                failures = 1 if link.frames else failures + 1
+                # a link that held for a while starts the count afresh; one that failed at once does not
+                held_s = (link.last_frame_at or link.opened_at) - link.opened_at if link.frames else 0.0
+                failures = 1 if held_s >= config.watchdog_s else failures + 1
                 self._last_error = reason
                 if config.max_retries is not None and failures > config.max_retries:
                     self._state, self._finished = SourceState.FAILED, True
@@ -296,7 +307,10 @@ class LiveSource(Source):
                     return
                 self._state, self._attempt = SourceState.RECONNECTING, failures
             delay = min(config.backoff_initial_s * 2.0 ** min(failures - 1, 60), config.backoff_max_s)
-            logger.warning("%s: %s; reconnect attempt %d in %.1f s", self.name, reason, failures, delay)
+            if self._ever_connected:
+                logger.warning("%s: %s; reconnect attempt %d in %.1f s", self.name, reason, failures, delay)
+            else:
+                logger.warning("waiting for %s (%s); attempt %d in %.1f s", self.name, reason, failures, delay)
             if self._stop.wait(delay):
                 return
             with self._cond:  # close() abandons the current link under this lock: start none after it

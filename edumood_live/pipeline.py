@@ -408,6 +408,8 @@ class Pipeline:
             feed.final_state = stats.state.value if feed.source.finished else "stopped"
         if feed.final_state == SourceState.FAILED.value:
             logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
+        elif stats.last_error and not feed.source.live and feed.final_state == SourceState.ENDED.value:
+            logger.warning("%s ended after %d frames; %s", feed.name, stats.frames_read, stats.last_error)
         else:
             logger.info("%s %s after %d frames", feed.name, feed.final_state, stats.frames_read)
         self.source_states[feed.name] = feed.final_state

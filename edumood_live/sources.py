@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+HTTP_SCHEMES = ("http", "https")  # a link that serves a file of known length is read like a file
+TRUNCATED_SHARE = 0.9  # a file that ends before this share of its announced frames is reported
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
      ".pnm", ".jp2", ".sr", ".ras"}
@@ -212,15 +214,18 @@ class VideoFileSource(Source):
 
     live = False
 
-    def __init__(self, config: SourceConfig, path: Path, name: str | None = None) -> None:
-        self.name = name or str(path)
+    def __init__(self, config: SourceConfig, path: Path | str, name: str | None = None,
+                 capture: cv2.VideoCapture | None = None) -> None:
+        """``path`` is a file, or the URL of a file served over HTTP (then ``capture`` is its open capture)."""
+        url = isinstance(path, str)
+        self.name = name or (redact_url(path) if url else str(path))
         self._config = config
-        if not path.is_file():
+        if not url and not Path(path).is_file():
             raise SourceError(f"video file {path} does not exist")
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        self._cap = capture or cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
             self._cap.release()
-            raise SourceError(f"{path} could not be opened as a video (not a video file, or damaged)")
+            raise SourceError(f"{self.name} could not be opened as a video (not a video file, or damaged)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self._fps = fps if math.isfinite(fps) and 0 < fps < 1000 else FALLBACK_FPS
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -234,11 +239,11 @@ class VideoFileSource(Source):
         self._pending: Frame | None = self._next_frame()
         if self._pending is None:
             self._cap.release()
-            raise SourceError(f"{path} opened but contains no decodable video frame")
+            raise SourceError(f"{self.name} opened but contains no decodable video frame")
         self._ahead: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=PREFETCH_FRAMES)
         self._stop = threading.Event()
         self._decoder = threading.Thread(
-            target=self._decode_ahead, name=f"edumood-decode-{path.name}", daemon=True
+            target=self._decode_ahead, name=f"edumood-decode-{Path(self.name).name[:40]}", daemon=True
         )
         self._decoder.start()
 
@@ -269,6 +274,8 @@ class VideoFileSource(Source):
                         break
                     self._counts["skipped"] += 1
                 frame = self._next_frame()
+                if frame is None:
+                    self._check_length()
                 self._put(frame)
                 if frame is None:
                     return
@@ -316,6 +323,14 @@ class VideoFileSource(Source):
                                self.name, failures)
                 self._ended = True
         return False
+
+    def _check_length(self) -> None:
+        """At the end: warn when far fewer frames decoded than the container announces (a truncated file)."""
+        announced = self._frame_count
+        if announced and self._index < TRUNCATED_SHARE * announced:
+            self._last_error = (f"only {self._index} of the {announced} frames the file announces could be read "
+                                "(truncated or damaged file?)")
+            logger.warning("%s: %s", self.name, self._last_error)
 
     def _timestamp_ms(self) -> float:
         """Media time of the frame just decoded; index * 1000 / fps when the container has none."""
@@ -438,6 +453,23 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
+def _served_file(config: SourceConfig, url: str) -> cv2.VideoCapture | None:
+    """The open capture of an http(s) URL that serves a video file (a known frame count), else None.
+
+    A file is read like a local one: in order, ending at its end. A stream (no frame count) or a link
+    that cannot be opened yet is left to `LiveSource`, which waits for it and reconnects.
+    """
+    from edumood_live.live_source import opencv_capture
+
+    capture = opencv_capture(url, config.open_timeout_s, config.read_timeout_s)
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0.0
+    if math.isfinite(count) and count > 0:
+        logger.info("%s serves a video file of %d frames: read like a file", redact_url(url), int(count))
+        return capture
+    capture.release()
+    return None
+
+
 def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None = None) -> Source:
     """Open the source named by ``config.spec``; raises SourceError with one clear line when it cannot.
 
@@ -452,6 +484,10 @@ def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None 
         from edumood_live.live_source import LiveSource  # builds on this module's base classes
 
         target: str | int = 0 if spec == "webcam" else int(spec) if spec.isdigit() else spec
+        if capture_factory is None and scheme is not None and scheme.group(1).lower() in HTTP_SCHEMES:
+            served = _served_file(config, spec)
+            if served is not None:
+                return VideoFileSource(config, spec, capture=served)
         return LiveSource(config, target, capture_factory=capture_factory)
     if scheme is not None:
         raise SourceError(

@@ -3,6 +3,7 @@ warnings, appending, the report subcommand. Child-process runs are in test_e2e.p
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Callable
@@ -71,7 +72,6 @@ ERROR_CASES = [
     (["--source", "demo", "--source", "demo", "--model", "{tiny}", "--annotate", "{tmp}/v.mp4"],
      r"needs exactly one source"),
     (["--source", "demo", "--model", "{tiny}", "--annotate", "{tmp}/v.gif"], r"ending in \.mp4"),
-    (["--source", "rtsp://127.0.0.1:{port}/none", "--model", "{tiny}"], r"could not be opened"),
     # usage errors (argparse), also one line and status 2
     (["--window", "0"], r"argument --window: expected a number > 0, got '0'"),
     (["--window", "-1"], r"argument --window: expected a number > 0"),
@@ -94,6 +94,18 @@ def test_errors_are_one_line_and_status_2(
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert re.search(match, err[0]), err[0]
     assert out == ""
+
+
+def test_a_camera_down_at_start_is_waited_for_then_fails_with_status_1(
+    capsys: pytest.CaptureFixture[str], tiny_classifier_path: Path, tmp_path: Path
+) -> None:
+    """Retried like a lost camera (gap rows meanwhile); when the retries run out: status 1, not 2."""
+    url = f"rtsp://127.0.0.1:{free_port()}/none"
+    status, _, err = cli(capsys, "--source", url, "--model", str(tiny_classifier_path), "--max-retries", "2",
+                         "--window", "0.5", "--csv", str(tmp_path / "rows.csv"), "--no-console")
+    assert status == 1, err
+    rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
+    assert rows and {r["status"] for r in rows} == {"gap"}
 
 
 @pytest.mark.skipif(any(Path("/dev").glob("video*")), reason="a camera exists on this machine")

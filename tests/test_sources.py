@@ -127,10 +127,20 @@ def test_missing_camera_says_so() -> None:
         open_source(SourceConfig("webcam"))
 
 
-def test_unreachable_rtsp_fails_at_open() -> None:
+def test_a_camera_that_is_down_at_start_is_waited_for(caplog: pytest.LogCaptureFixture) -> None:
+    """A recorder started before its camera waits for it (same backoff and retry limit as for a lost
+    connection) instead of exiting; a camera index with no device still fails at once (above)."""
     spec = f"rtsp://user:secret@127.0.0.1:{free_port()}/clip"
-    with pytest.raises(SourceError, match=r"rtsp://user:\*\*\*@127.0.0.1:\d+/clip could not be opened"):
-        open_source(SourceConfig(spec, **FAST_LIVE))
+    config = SourceConfig(spec, **{**FAST_LIVE, "max_retries": 2, "backoff_initial_s": 0.05})
+    with caplog.at_level("WARNING"), open_source(config) as source:
+        assert isinstance(source, LiveSource) and source.read(0.0) is None
+        assert source.stats().state in ("reconnecting", "failed")
+        wait_for(source, lambda: source.finished, 30.0)
+        stats = source.stats()
+    assert stats.state == "failed" and stats.attempt == 2 and stats.reconnects == 0
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for")]
+    assert [w.split("; ")[-1].split(" in ")[0] for w in waits] == ["attempt 1", "attempt 2"]
+    assert all("rtsp://user:***@127.0.0.1" in w and "secret" not in w for w in waits)
 
 
 def test_redact_url() -> None:
@@ -180,6 +190,8 @@ def test_damaged_video_ends_cleanly_and_counts(tmp_path: Path, damage: str) -> N
         stats = source.stats()
     assert 0 < len(frames) < CLIP_FRAMES
     assert stats.decode_errors >= 1 and stats.last_error is not None
+    if damage == "truncated":  # far fewer frames than the container announces: said, not passed over
+        assert f"of the {CLIP_FRAMES} frames the file announces could be read" in stats.last_error
     timestamps = [f.timestamp_ms for f in frames]
     assert timestamps == sorted(timestamps) and len(set(timestamps)) == len(timestamps)
     for frame in frames:
@@ -381,6 +393,18 @@ def test_rtsp_server_frozen(rtsp_server: RtspServer, record_property: Callable, 
 
 
 @pytest.mark.rtsp
+def test_rtsp_camera_that_comes_up_late_is_connected(rtsp_server: RtspServer) -> None:
+    rtsp_server.kill()  # the camera is down when the run starts
+    with open_source(SourceConfig(rtsp_server.url, **FAST_LIVE)) as source:
+        assert source.stats().state == "reconnecting" and source.read(0.0) is None
+        rtsp_server.start()
+        started_ms = time.monotonic() * 1000
+        wait_for(source, lambda: source.stats().state == "connected", 20.0)
+        assert all(f.timestamp_ms > started_ms for f in read_frames(source, 3, 5.0))
+        assert source.stats().reconnects == 0  # a first connection, not a reconnection
+
+
+@pytest.mark.rtsp
 def test_rtsp_retries_exhausted(rtsp_server: RtspServer) -> None:
     config = SourceConfig(rtsp_server.url, **{**FAST_LIVE, "max_retries": 2})
     with open_source(config) as source:
@@ -391,23 +415,35 @@ def test_rtsp_retries_exhausted(rtsp_server: RtspServer) -> None:
     assert stats.state == "failed" and stats.attempt == 2
 
 
-def test_http_stream_uses_the_live_path() -> None:
-    """An http:// URL goes through LiveSource and FFmpeg. The served file ends, which is a lost
-    connection: it reconnects; once the server is gone, the retries run out."""
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the clip's folder; yields its base URL."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(CLIP.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{CLIP.name}"
-    config = SourceConfig(url, **{**FAST_LIVE, "max_retries": 1, "backoff_initial_s": 0.05})
     try:
-        with open_source(config) as source:
-            assert isinstance(source, LiveSource)
-            assert_bgr(read_frames(source, 1, 5.0)[0], CLIP_SHAPE)
-            wait_for(source, lambda: source.stats().reconnects >= 1, 5.0)
-            server.shutdown()
-            server.server_close()
-            wait_for(source, lambda: source.finished, 10.0)
-            stats = source.stats()
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        server.shutdown()
         server.server_close()
+
+
+def test_an_http_link_to_a_file_is_read_like_the_file(http_server: str) -> None:
+    """A link that serves a file of known length: every frame once, in order, then the end (no looping)."""
+    with open_source(SourceConfig(f"{http_server}/{CLIP.name}", **FAST_LIVE)) as source:
+        assert not isinstance(source, LiveSource) and not source.live
+        remote = [f.timestamp_ms for f in source]
+        stats = source.stats()
+    with open_source(SourceConfig(str(CLIP))) as local:
+        assert remote == [f.timestamp_ms for f in local]
+    assert len(remote) == CLIP_FRAMES and stats.state == "ended" and stats.reconnects == 0
+
+
+def test_an_http_link_that_is_not_a_video_stays_live_and_runs_out(http_server: str) -> None:
+    """No frame count (not a file, or not reachable yet): the live path waits and retries, then fails."""
+    config = SourceConfig(f"{http_server}/missing.mp4", **{**FAST_LIVE, "max_retries": 1, "backoff_initial_s": 0.05})
+    with open_source(config) as source:
+        assert isinstance(source, LiveSource)
+        wait_for(source, lambda: source.finished, 20.0)
+        stats = source.stats()
     assert stats.state == "failed" and stats.attempt == 1
