@@ -341,6 +341,11 @@ def open_cluster(config: RunConfig, address: str, sinks: list[Any]) -> ClusterRu
         from edumood_live.errors import ConfigError
 
         raise ConfigError("--ray needs Ray: pip install 'edumood-live[cluster]'") from None
+    if address == LOCAL_RAY:  # every actor runs on this machine: a missing file fails now, not after Ray starts
+        from edumood_live.sources import check_local_path
+
+        for source in config.sources:
+            check_local_path(source.spec)
     return ClusterRun(config, ClusterConfig(address=None if address == LOCAL_RAY else address), sinks=sinks)
 
 

@@ -495,12 +495,18 @@ def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None 
             + ", ".join(f"{s}://" for s in LIVE_SCHEMES)
             + ", 'webcam', a camera index, a video file, a folder of images, 'demo'"
         )
+    check_local_path(spec)
     path = Path(spec).expanduser()
-    if path.is_dir():
-        return ImageFolderSource(config, path)
-    if path.is_file():
-        return VideoFileSource(config, path)
-    raise SourceError(
-        f"source {spec!r}: no such file or folder (other sources: 'webcam', a camera index, rtsp://..., "
-        "http(s)://..., 'demo')"
-    )
+    return ImageFolderSource(config, path) if path.is_dir() else VideoFileSource(config, path)
+
+
+def check_local_path(spec: str) -> None:
+    """SourceError when ``spec`` names a local file or folder that does not exist (cheap: no opening)."""
+    spec = spec.strip()
+    if spec in ("demo", "webcam") or spec.isdigit() or re.match(r"^[a-zA-Z][\w+.-]*://", spec):
+        return
+    if not Path(spec).expanduser().exists():
+        raise SourceError(
+            f"source {spec!r}: no such file or folder (other sources: 'webcam', a camera index, rtsp://..., "
+            "http(s)://..., 'demo')"
+        )

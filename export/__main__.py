@@ -18,11 +18,15 @@ from train.recipe import RecipeError, load_recipe
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Export a training run's best checkpoint to ONNX with its metadata (labels, input size, "
+                    "normalisation, crop, provenance), run onnx.checker and the parity check against PyTorch, "
+                    "and print the result as JSON (optionally also an int8 copy, compared).")
     p.add_argument("--run", required=True, help="training run folder (has best.pt, config.json, manifest.json)")
-    p.add_argument("--out", default="models/edumood_classifier.onnx")
-    p.add_argument("--name", default="edumood-fast")
-    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--out", default="models/edumood_classifier.onnx", help="ONNX file to write")
+    p.add_argument("--name", default="edumood-default", help="model_name written into the metadata")
+    p.add_argument("--version", default="0.1.0", help="version written into the metadata")
     p.add_argument("--data-root", help="datasets folder (default: the one the run was trained on)")
     p.add_argument("--int8", action="store_true", help="also write an int8 copy (<out>.int8.onnx) and compare")
     return p

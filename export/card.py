@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -43,9 +44,15 @@ def confusion_table(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.card", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m export.card", description=(
+        "Print the model card's data and metric tables (markdown) from a finished training run folder."))
     parser.add_argument("--run", required=True, type=Path)
     args = parser.parse_args(argv)
+    missing = [name for name in ("manifest.json", "metrics.json") if not (args.run / name).is_file()]
+    if missing:
+        print(f"error: {args.run} has no {' or '.join(missing)}: not a finished training run (train it first, "
+              "e.g. bash train/reproduce.sh, which writes the runs/ folders the model card names)", file=sys.stderr)
+        return 2
     manifest = json.loads((args.run / "manifest.json").read_text())
     metrics = json.loads((args.run / "metrics.json").read_text())
     print("### Data (after de-duplication)\n")

@@ -59,6 +59,7 @@ ERROR_CASES = [
     (["--source", "foo://cam", "--model", "{tiny}"], r"unknown scheme foo://"),
     (["--source", "{tmp}/missing.mp4", "--model", "{tiny}"], r"missing\.mp4': no such file or folder"),
     (["--source", "{text}", "--model", "{tiny}"], r"could not be opened as a video"),
+    (["--ray", "--source", "{tmp}/missing.mp4", "--model", "{tiny}"], r"missing\.mp4': no such file"),
     (["--source", "demo", "--model", "{tmp}/none.onnx"], r"classifier model .*none\.onnx does not exist"),
     (["--source", "demo", "--model", "{fake_model}"], r"fake\.onnx is not a valid ONNX model"),
     (["--source", "demo", "--model", "{no_labels}"], r"metadata key 'labels' is missing"),

@@ -131,3 +131,35 @@ def test_distillation_from_a_trained_run(trained_run: Path, tiny_face_data: Path
     with pytest.raises(ValueError, match="teacher .* has labels"):
         run(TrainConfig(arch="fast_small", out_dir=str(tmp_path / "other"), teacher=str(tmp_path / "relabelled.pt"),
                         **common))
+
+
+def test_evaluate_scores_the_onnx_model_per_source_the_runtime_way(trained_run: Path, tiny_face_data: Path,
+                                                                   tmp_path: Path) -> None:
+    from export.evaluate import evaluate_model, table
+
+    recipe_path = tiny_face_data / "recipe.toml"
+    recipe = load_recipe(recipe_path)
+    trained_on = {"recipe": recipe.name, "sources": {"clip": {"roots": ["faces"]}}}
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(trained_run / "best.pt", onnx_path, np.zeros((2, 1, 48, 48), np.uint8), "tiny", "0.0.1", trained_on)
+    result = evaluate_model(str(onnx_path), recipe_path, tiny_face_data, split="test")
+    clip = result["by_source"]["clip"]
+    assert clip["cross_source"] is False  # the model's metadata says it trained on these folders
+    test_counts = json.loads((trained_run / "manifest.json").read_text())["counts"]["test"]["clip"]
+    assert clip["n"] == sum(test_counts.values())  # the run's own test split, cut the same way
+    assert sum(clip["predicted_share"].values()) == pytest.approx(1.0)
+    assert result["crop"] == {"margin": 0.3, "square": True, "pad": "edge"}
+    assert "| clip | no |" in table(result)
+    # the same model claiming other training data: the source becomes cross-source
+    export_onnx(trained_run / "best.pt", onnx_path, np.zeros((2, 1, 48, 48), np.uint8), "tiny", "0.0.1",
+                {"sources": {"other": {"roots": ["elsewhere"]}}})
+    other = evaluate_model(str(onnx_path), recipe_path, tiny_face_data, split="test")
+    assert other["by_source"]["clip"]["cross_source"] is True and "cross-source, pooled" in other["by_source"]
+
+
+def test_card_without_a_run_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from export.card import main as card
+
+    assert card(["--run", str(tmp_path / "runs" / "fast4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "reproduce.sh" in err[0]
