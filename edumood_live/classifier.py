@@ -110,6 +110,9 @@ class ClassifierConfig:
     # which is what its accuracy figures assume; an override is for experiments only.
     crop_margin: float | None = None
     pad_mode: PadMode | str | None = None
+    # Average each face's probabilities with its mirror image's (one batch of 2N): steadier, twice the
+    # classifier cost (models/MODEL_CARD.md has what it buys).
+    flip_average: bool = False
 
     def __post_init__(self) -> None:
         for name, enum in (("device", Device), ("pad_mode", PadMode)):
@@ -125,6 +128,8 @@ class ClassifierConfig:
             raise ConfigError(
                 f"intra_op_threads={self.intra_op_threads!r} is not allowed; use an integer in 1..64"
             )
+        if not isinstance(self.flip_average, bool):
+            raise ConfigError(f"flip_average={self.flip_average!r} is not allowed; use True or False")
         if not isinstance(self.allow_spinning, bool):
             raise ConfigError(f"allow_spinning={self.allow_spinning!r} is not allowed; use True or False")
         if self.crop_margin is not None and not 0.0 <= self.crop_margin <= 1.0:
@@ -487,11 +492,15 @@ class FaceClassifier:
             raise ValueError(f"expected a float32 batch (N, {c}, {h}, {w}), got {batch.dtype} {batch.shape}")
         if len(batch) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
+        n = len(batch)
+        if self.config.flip_average:
+            batch = np.concatenate([batch, batch[..., ::-1]])
         with self._lock:
             if self._session is None:
                 raise RuntimeError("FaceClassifier.classify() called after close()")
             (logits,) = self._session.run([self._output_name], {self._input_name: batch})
-        return softmax(logits)
+        probs = softmax(logits)
+        return (probs[:n] + probs[n:]) / 2 if self.config.flip_average else probs
 
     def close(self) -> None:
         """Release the onnxruntime session."""

@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ONNX classifier: a shipped one by name, 'default' or 'fast' (about 4x cheaper per "
                           "face, less accurate: models/MODEL_CARD.md), or a file (default: 'default')")
     mdl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="classifier device")
+    mdl.add_argument("--flip-average", action="store_true",
+                     help="average each face with its mirror image (twice the classifier work)")
     mdl.add_argument("--threads", type=int1, default=2, metavar="N", help="classifier threads (default 2)")
     mdl.add_argument("--detector-workers", type=int1, default=2, metavar="N",
                      help="detector instances running tiles in parallel (default 2)")
@@ -195,7 +197,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             min_confidence=args.min_confidence, tiles=args.tiles, min_face_px=args.min_face,
             workers=args.detector_workers,
         ),  # fmt: skip
-        classifier=ClassifierConfig(model_path=args.model, device=args.device, intra_op_threads=args.threads),
+        classifier=ClassifierConfig(model_path=args.model, device=args.device, intra_op_threads=args.threads,
+                                    flip_average=args.flip_average),
         output=OutputConfig(
             csv_path=args.csv, jsonl_path=args.jsonl, append=args.append, per_track=args.per_track,
             annotate_path=args.annotate, blur=not args.no_blur,

@@ -27,17 +27,14 @@ DEFAULT_RECIPE = "train/recipes/four_class.toml"
 POOLED = "cross-source, pooled"
 
 
-def _probabilities(classifier: FaceClassifier, images_u8: np.ndarray, flip: bool) -> np.ndarray:
+def _probabilities(classifier: FaceClassifier, images_u8: np.ndarray) -> np.ndarray:
     """Class probabilities of (N, C, H, W) uint8 crops, normalised as the runtime normalises them."""
     meta = classifier.meta
     out = []
     for start in range(0, len(images_u8), 256):
         batch = images_u8[start:start + 256].astype(np.float32) / 255.0
         batch = ((batch - meta.mean.reshape(1, -1, 1, 1)) / meta.std.reshape(1, -1, 1, 1)).astype(np.float32)
-        probs = classifier.classify_batch(batch)
-        if flip:
-            probs = (probs + classifier.classify_batch(np.ascontiguousarray(batch[..., ::-1]))) / 2
-        out.append(probs)
+        out.append(classifier.classify_batch(batch))
     return np.concatenate(out) if out else np.zeros((0, len(classifier.labels)), np.float32)
 
 
@@ -56,14 +53,14 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
                    flip: bool = False) -> dict:
     """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
     recipe = load_recipe(recipe_path)
-    with FaceClassifier(ClassifierConfig(model_path=model, device="cpu")) as classifier:
+    with FaceClassifier(ClassifierConfig(model_path=model, device="cpu", flip_average=flip)) as classifier:
         meta = classifier.meta
         if tuple(meta.labels) != tuple(recipe.labels):
             raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
         data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
                                       cache_dir=Path("runs/cache"), crop=classifier.preprocessor.crop)
         data = data.subset(data.split_mask(split))
-        predicted = _probabilities(classifier, data.images, flip).argmax(1)
+        predicted = _probabilities(classifier, data.images).argmax(1)
     # a source is cross-source when none of its folders trained this model (its metadata lists them)
     trained = _trained_roots(meta.trained_on)
     eval_only = {s.name for s in recipe.sources if not any(_overlaps(root, trained) for root in s.roots)}
@@ -105,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, type=Path)
     parser.add_argument("--data-root", default="../shared/datasets", type=Path)
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--flip", action="store_true", help="average each face with its mirror image")
+    parser.add_argument("--flip", action="store_true", help="average each face with its mirror image "
+                        "(ClassifierConfig.flip_average, --flip-average)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results = []

@@ -318,3 +318,42 @@ def test_the_preprocessor_crops_with_the_models_margin(onnx_classifier_factory: 
     with FaceClassifier(ClassifierConfig(model_path=tight)) as clf:
         white_tight = float((clf.preprocess(frame, box) * 0.5 + 0.5).mean())
     assert white_tight == pytest.approx(1.0) and white_wide == pytest.approx(0.25, abs=0.01)  # side 80: 40²/80²
+
+
+def _left_half_model(path: Path) -> Path:
+    """A 1x8x8 model whose logits are [4, 0] x the mean of the left half of the image only."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+              (("starts", [0]), ("ends", [4]), ("axes", [3]))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["images", "starts", "ends", "axes"], ["left"]),
+         helper.make_node("GlobalAveragePool", ["left"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "weights"], ["logits"])],
+        "left_half", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.float32([[4.0, 0.0]]), "weights"), *consts])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    meta = {"labels": ["bright", "dark"], "input_size": [8, 8], "channels": 1, "mean": 0.0, "std": 1.0,
+            "model_name": "left-half", "version": "0", "trained_on": "tests", "metrics": {}}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_flip_average_is_the_mean_over_the_mirror_image(tmp_path: Path) -> None:
+    """A model that looks only at the left half: flip-averaging gives the mean of both halves' answers."""
+    path = _left_half_model(tmp_path / "left.onnx")
+    batch = np.zeros((1, 1, 8, 8), np.float32)
+    batch[..., :4] = 1.0  # left half white
+    with FaceClassifier(ClassifierConfig(model_path=path)) as plain, \
+            FaceClassifier(ClassifierConfig(model_path=path, flip_average=True)) as averaged:
+        seen, mirrored = plain.classify_batch(batch), plain.classify_batch(np.ascontiguousarray(batch[..., ::-1]))
+        assert seen[0, 0] > 0.95 and mirrored[0, 0] == pytest.approx(0.5)  # the model does see left from right
+        np.testing.assert_allclose(averaged.classify_batch(batch), (seen + mirrored) / 2, rtol=1e-6)
