@@ -128,6 +128,24 @@ def single_rows(tiny_classifier_path: Path) -> list[WindowSummary]:
 # ----------------------------------------------------------------------------- configuration (no Ray)
 
 
+@pytest.mark.parametrize(
+    ("node_cpus", "actors", "share"),
+    [
+        ([1, 2], 4, 0.66),  # 3 cameras + 1 classifier on a 1-CPU head and a 2-CPU node: 3/4 = 0.75 would hang
+        ([1, 2], 3, 1.0),
+        ([3], 4, 0.75),
+        ([2], 5, 0.4),
+        ([16], 100, 0.16),
+        ([0, 4], 2, 1.0),  # a node without CPUs takes nothing
+    ],
+)
+def test_the_cpu_share_fits_node_by_node(node_cpus: list[float], actors: int, share: float) -> None:
+    from edumood_live.cluster.driver import fitting_share
+
+    assert fitting_share(node_cpus, actors) == share
+    assert sum(int(c / share + 1e-9) for c in node_cpus) >= actors
+
+
 def test_configs_and_rows_are_picklable(tiny_classifier_path: Path) -> None:
     config = make_config(tiny_classifier_path, (*FILES, SourceConfig("rtsp://127.0.0.1:8554/x", **FAST_LIVE)),
                          output=OutputConfig(csv_path=Path("rows.csv")))

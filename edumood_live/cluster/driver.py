@@ -48,6 +48,27 @@ STOP_GRACE_S = 30.0  # after stop(), how long the cameras get to deliver their l
 STATS_TIMEOUT_S = 10.0
 
 
+def fitting_share(node_cpus: list[float], actors: int) -> float:
+    """The largest CPU share (<= 1, in hundredths) per actor with which ``actors`` actors fit the nodes.
+
+    Ray places an actor on one node, so a share must fit node by node, not in the cluster's total: 4 actors
+    at 3 CPUs / 4 = 0.75 each do not fit nodes of 1 and 2 CPUs (1 + 2 places), 0.5 each do (2 + 4).
+    """
+    cpus = [c for c in node_cpus if c > 0]
+    if not cpus or actors < 1:
+        return 1.0
+
+    def places(share: float) -> int:
+        return sum(math.floor(c / share + 1e-9) for c in cpus)
+
+    candidates = sorted({min(1.0, c / k) for c in cpus for k in range(1, actors + 1)}, reverse=True)
+    for share in candidates:
+        share = math.floor(100 * share) / 100
+        if share > 0 and places(share) >= actors:
+            return share
+    return 0.01
+
+
 @dataclass
 class Camera:
     """The driver's view of one camera worker (read it, do not change it): its source name, the worker's
@@ -211,7 +232,8 @@ class ClusterRun:
             strategies = ["DEFAULT"] * int(cl.classifier_replicas)
         total = float(ray.cluster_resources().get("CPU", 0.0))
         cameras = len(self.config.sources)
-        share = math.floor(100 * min(1.0, total / (cameras + len(strategies)))) / 100 if total else 1.0
+        node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+        share = fitting_share(node_cpus, cameras + len(strategies))
         camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
         classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
         wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
