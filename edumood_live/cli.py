@@ -12,6 +12,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -137,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="live: reconnect when no frame came for S seconds (default 10)")
     mdl = p.add_argument_group("models")
     mdl.add_argument("--model", metavar="NAME|PATH",
-                     help="ONNX classifier: a shipped one by name, 'default' or 'fast' (about 4x cheaper per "
-                          "face, less accurate: models/MODEL_CARD.md), or a file (default: 'default')")
+                     help="ONNX classifier: a shipped one by name, 'default' or 'fast' (about 7x fewer "
+                          "multiply-adds per face, less accurate: models/MODEL_CARD.md), or a file "
+                          "(default: 'default')")
     mdl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="classifier device")
     mdl.add_argument("--flip-average", action="store_true",
                      help="average each face with its mirror image (twice the classifier work)")
@@ -152,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smallest face to find (default 32)")
     mdl.add_argument("--min-confidence", type=pos, default=0.5, metavar="P", help="detector threshold (0..1)")
     mdl.add_argument("--detect-every", default="auto", metavar="K|auto",
-                     help="run the detector every K-th frame and track in between; auto (default) picks K "
-                          "from how fast faces move; 1 = every frame")
+                     help="run the detector every K-th frame (K in 1..30) and track in between; auto "
+                          "(default) picks K from how fast faces move; 1 = every frame")
     out = p.add_argument_group("outputs")
     out.add_argument("--csv", type=Path, metavar="PATH", help="write window rows to this CSV")
     out.add_argument("--jsonl", type=Path, metavar="PATH", help="write window rows to this JSON Lines file")
@@ -375,9 +377,23 @@ def report_command(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def fail(exc: BaseException) -> int:
-    """Print ``error: <one line>`` to stderr; the exit status for user errors."""
+# Config fields as the command line spells them: errors raised by the configs name the field (right for
+# the Python API); on the command line they name the flag the user typed.
+FIELD_FLAGS = {
+    "tiles": "--tiles", "detect_every": "--detect-every", "annotate_path": "--annotate",
+    "min_confidence": "--min-confidence", "min_face_px": "--min-face", "workers": "--detector-workers",
+    "intra_op_threads": "--threads", "window_s": "--window", "min_group": "--min-group", "max_fps": "--max-fps",
+    "stride": "--stride", "duration_s": "--duration", "max_retries": "--max-retries",
+    "read_timeout_s": "--read-timeout", "watchdog_s": "--watchdog", "csv_path": "--csv", "jsonl_path": "--jsonl",
+}  # fmt: skip
+_FIELD_RE = re.compile(r"\b(" + "|".join(FIELD_FLAGS) + r")=")
+
+
+def fail(exc: BaseException, flags: bool = True) -> int:
+    """Print ``error: <one line>`` to stderr (config fields named as flags); the exit status for user errors."""
     message = " ".join(str(exc).split()) or type(exc).__name__
+    if flags:
+        message = _FIELD_RE.sub(lambda m: f"{FIELD_FLAGS[m.group(1)]} ", message)
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     return EXIT_USAGE
