@@ -44,9 +44,9 @@ def _trained_roots(trained_on: object) -> set[str]:
 
 
 def _overlaps(root: str, trained: set[str]) -> bool:
-    """``root`` is, holds or lies in one of the ``trained`` folders."""
-    parts = Path(root).parts
-    return any(parts[:len(Path(t).parts)] == Path(t).parts or Path(t).parts[:len(parts)] == parts for t in trained)
+    """``root`` belongs to the same dataset (top folder of the data root) as one of the ``trained`` folders:
+    FER-2013's test folder is not cross-source for a model trained on its train folder."""
+    return Path(root).parts[0] in {Path(t).parts[0] for t in trained}
 
 
 def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
@@ -61,7 +61,7 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
                                       cache_dir=Path("runs/cache"), crop=classifier.preprocessor.crop)
         data = data.subset(data.split_mask(split))
         predicted = _probabilities(classifier, data.images).argmax(1)
-    # a source is cross-source when none of its folders trained this model (its metadata lists them)
+    # cross-source: no folder of the source's dataset trained this model (its metadata lists them)
     trained = _trained_roots(meta.trained_on)
     eval_only = {s.name for s in recipe.sources if not any(_overlaps(root, trained) for root in s.roots)}
     by_source = {}

@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--exclude-heldout-of", help="recipe whose val/test images are excluded from training")
     fit.add_argument("--source-weight", action="append", default=[], metavar="NAME=W",
                      help="sampling weight of a recipe source (repeatable)")
-    fit.add_argument("--balance", default="class", choices=["class", "none"],
-                     help="class: sample every label equally often (default); none: natural frequencies")
+    fit.add_argument("--balance", default="class", choices=["class", "source", "none"],
+                     help="class: sample every label equally often (default); source: that, and within a "
+                          "label every source equally often; none: natural frequencies")
     fit.add_argument("--ema-decay", type=float, default=0.995,
                      help="exponential moving average of the weights, validated and saved (0 = off)")
     fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels)")

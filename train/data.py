@@ -328,7 +328,7 @@ def _dedupe(items: list[_Item], skipped: Counter) -> list[_Item]:
 
 
 def _assign_splits(items: list[_Item], sources: list[str], val: float, test: float, seed: str,
-                   eval_only: set[str]) -> np.ndarray:
+                   eval_only: set[str], fractions: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
     """Group-level split, stratified per source and label, so no group straddles two splits.
 
     Every image of an ``eval_only`` source goes to the test split: the model never trains on it.
@@ -346,11 +346,12 @@ def _assign_splits(items: list[_Item], sources: list[str], val: float, test: flo
                 split[members] = SPLITS.index("test")
             continue
         keys = sorted(groups)
+        val_share, test_share = (fractions or {}).get(source, (val, test))
         digest = hashlib.sha256(f"{seed}/{source}/{target}".encode()).digest()
         cell_seed = int.from_bytes(digest[:8], "little")
         np.random.default_rng(cell_seed).shuffle(keys)
         n = len(keys)
-        n_test, n_val = round(n * test), round(n * val)
+        n_test, n_val = round(n * test_share), round(n * val_share)
         for rank, key in enumerate(keys):
             split[groups[key]] = 2 if rank < n_test else 1 if rank < n_test + n_val else 0
     return split
@@ -388,7 +389,8 @@ def build_dataset(recipe: Recipe, data_root: Path, size: tuple[int, int], channe
         raise RecipeError(f"{recipe.path.name}: no usable image found")
     source_names = [recipe.sources[source_of[id(item)]].name for item in kept]
     split = _assign_splits(kept, source_names, recipe.val_fraction, recipe.test_fraction,
-                           f"{recipe.name}/{recipe.seed}", {s.name for s in recipe.sources if s.role == "eval"})
+                           f"{recipe.name}/{recipe.seed}", {s.name for s in recipe.sources if s.role == "eval"},
+                           {s.name: s.fractions for s in recipe.sources if s.fractions is not None})
     one_hot = np.eye(len(recipe.labels), dtype=np.float32)
     dataset = Dataset(
         labels=recipe.labels,

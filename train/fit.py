@@ -47,7 +47,9 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint whose weights (all but head.*) start this run
     exclude_heldout_of: str | None = None  # recipe whose val/test images must not be trained on
     source_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per source
-    balance: str = "class"  # "class": every label sampled equally often; "none": natural frequencies
+    # "class": every label sampled equally often; "source": that, and within a label every source equally
+    # often (so no source can stand for a label); "none": natural frequencies
+    balance: str = "class"
     max_train_images: int | None = None  # cap (tests, quick runs)
     split_file: str | None = None  # JSON {image path: train|val|test} replacing the recipe split (k-fold)
     weight_file: str | None = None  # JSON {image path: sampling weight multiplier} (bias mitigation)
@@ -65,8 +67,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.balance not in ("class", "none"):
-            raise ValueError(f"balance {self.balance!r} is not allowed; choose class or none")
+        if self.balance not in ("class", "source", "none"):
+            raise ValueError(f"balance {self.balance!r} is not allowed; choose class, source or none")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
                              f"{self.distill_weight} and {self.distill_temperature}")
@@ -126,6 +128,15 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
     """Sampling probabilities: per source weight times per image weight, and with ``balance='class'``
     equal mass per label."""
     image_w = np.ones(len(idx)) if image_weights is None else image_weights[idx]
+    if balance == "source":  # every label equally often, and within a label every source that has it
+        weights = np.zeros(len(idx))
+        for k in range(len(data.labels)):
+            sources = np.unique(data.source[idx][data.targets[idx] == k])
+            for s in sources:
+                cell = (data.targets[idx] == k) & (data.source[idx] == s)
+                w = source_weights.get(data.source_names[s], 1.0) * image_w[cell]
+                weights[cell] = w / w.sum() / len(sources)
+        return weights / weights.sum()
     if balance == "none":
         w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]]) * image_w
         return w / w.sum()

@@ -30,6 +30,7 @@ class SourceSpec:
     label_map: dict[str, str]  # folder -> label; with ``votes``: vote column -> label
     role: str = "train"
     votes: str | None = None  # CSV of crowd votes per image (FER+), relative to the data root
+    fractions: tuple[float, float] | None = None  # this source's (val, test) fractions; None = the recipe's
     @property
     def block_size(self) -> int | None:
         return int(self.group.split(":", 1)[1]) if self.group.startswith("block:") else None
@@ -67,6 +68,14 @@ def _require(table: dict, key: str, kind: type, where: str) -> object:
     return value
 
 
+def _fractions(table: dict, where: str, val_default: float, test_default: float) -> tuple[float, float]:
+    val = float(table.get("val_fraction", val_default))
+    test = float(table.get("test_fraction", test_default))
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise RecipeError(f"{where}: split fractions val={val}, test={test} must be in [0, 1) and sum below 1")
+    return val, test
+
+
 def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
     name = str(_require(raw, "name", str, where))
     where = f"{where} '{name}'"
@@ -88,6 +97,9 @@ def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
     votes = raw.get("votes")
     if votes is not None and not isinstance(votes, str):
         raise RecipeError(f"{where}: 'votes' must be a CSV path, got {votes!r}")
+    fractions = None
+    if "val_fraction" in raw or "test_fraction" in raw:
+        fractions = _fractions(raw, where, 0.15, 0.15)
     label_map = _require(raw, "labels", dict, where)
     if not label_map:
         raise RecipeError(f"{where}: 'labels' maps no folder onto a label")
@@ -97,7 +109,7 @@ def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
                 f"{where}: {'vote column' if votes else 'folder'} '{folder}' maps to unknown label {target!r}; "
                 f"known labels: {', '.join(labels)}"
             )
-    return SourceSpec(name, tuple(roots), kind, group, dict(label_map), role, votes)
+    return SourceSpec(name, tuple(roots), kind, group, dict(label_map), role, votes, fractions)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -116,12 +128,7 @@ def load_recipe(path: Path) -> Recipe:
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise RecipeError(f"{where}: 'labels' must list at least two distinct labels, got {labels_raw!r}")
     seed = int(_require(raw, "seed", int, where))
-    split = raw.get("split", {})
-    val = float(split.get("val_fraction", 0.15))
-    test = float(split.get("test_fraction", 0.15))
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise RecipeError(
-            f"{where}: split fractions val={val}, test={test} must be in [0, 1) and sum below 1")
+    val, test = _fractions(raw.get("split", {}), where, 0.15, 0.15)
     sources_raw = raw.get("sources")
     if not isinstance(sources_raw, list) or not sources_raw:
         raise RecipeError(f"{where}: needs at least one [[sources]] table")

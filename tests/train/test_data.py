@@ -118,3 +118,30 @@ right = "Right"
     manifest = data.manifest()
     assert manifest["crop"] == {"margin": 0.3, "square": True, "pad": "edge"}
     assert manifest["mean_padding_share"]["voted"] > 0
+
+
+def test_a_source_can_have_its_own_split_fractions(tiny_face_data: Path, tmp_path: Path) -> None:
+    recipe = (tiny_face_data / "recipe.toml").read_text().replace(
+        'kind = "crops"', 'kind = "crops"\nval_fraction = 0.3\ntest_fraction = 0.0')
+    (tmp_path / "recipe.toml").write_text(recipe)
+    data = build_dataset(load_recipe(tmp_path / "recipe.toml"), tiny_face_data, (48, 48), 1)
+    assert not data.split_mask("test").any()  # the recipe's 0.25 test share is overridden for this source
+    assert 0.2 < data.split_mask("val").mean() < 0.4
+
+
+def test_source_balanced_sampling_gives_each_source_of_a_label_the_same_mass() -> None:
+    from train.data import Dataset
+    from train.fit import _sampling_weights
+
+    # label 0 from two sources (90 and 10 images), label 1 from one source (20 images)
+    targets = np.array([0] * 90 + [0] * 10 + [1] * 20)
+    source = np.array([0] * 90 + [1] * 10 + [0] * 20)
+    n = len(targets)
+    data = Dataset(("A", "B"), np.zeros((n, 1, 4, 4), np.uint8), targets, np.zeros(n, np.int64), source,
+                   ("big", "small"), [str(i) for i in range(n)], [str(i) for i in range(n)])
+    w = _sampling_weights(data, np.arange(n), {}, "source")
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:90].sum() == pytest.approx(0.25) and w[90:100].sum() == pytest.approx(0.25)
+    assert w[100:].sum() == pytest.approx(0.5)
+    by_class = _sampling_weights(data, np.arange(n), {}, "class")
+    assert by_class[:90].sum() == pytest.approx(0.45)  # class balance alone lets the big source dominate
