@@ -37,22 +37,27 @@ EXAMPLES = """examples:
 """
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written, and every option's default shown."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description="EduMood training toolkit",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="train one model from a data recipe", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         formatter_class=_HelpFormatter)
     fit.add_argument("--recipe", required=True, help="data recipe TOML (train/recipes/)")
-    fit.add_argument("--arch", default="fast", choices=sorted(ARCHS))
-    fit.add_argument("--data-root", default="../shared/datasets")
+    fit.add_argument("--arch", default="fast", choices=sorted(ARCHS), help="network (train/models.py)")
+    fit.add_argument("--data-root", default="../shared/datasets", help="folder holding the recipe's datasets")
     fit.add_argument("--out", default="runs/model", help="run folder (resumes when it has last.pt)")
-    fit.add_argument("--epochs", type=int, default=40)
-    fit.add_argument("--batch-size", type=int, default=128)
-    fit.add_argument("--lr", type=float, default=3e-3)
-    fit.add_argument("--weight-decay", type=float, default=5e-4)
-    fit.add_argument("--patience", type=int, default=8)
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--epochs", type=int, default=40, help="epochs of the one-cycle schedule")
+    fit.add_argument("--batch-size", type=int, default=128, help="images per step")
+    fit.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
+    fit.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay")
+    fit.add_argument("--patience", type=int, default=8, help="stop after this many epochs without a "
+                     "validation macro-F1 gain")
+    fit.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     fit.add_argument("--init-from", help="checkpoint to start from (its head is dropped)")
     fit.add_argument("--exclude-heldout-of", help="recipe whose val/test images are excluded from training")
     fit.add_argument("--source-weight", action="append", default=[], metavar="NAME=W",
@@ -64,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="exponential moving average of the weights, validated and saved (0 = off)")
     fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels)")
     fit.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's soft targets")
-    fit.add_argument("--distill-temperature", type=float, default=2.0)
-    fit.add_argument("--max-train-images", type=int)
-    fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    fit.add_argument("--threads", type=int, default=2)
+    fit.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
+    fit.add_argument("--max-train-images", type=int, help="cap on training images (quick runs, tests)")
+    fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    fit.add_argument("--threads", type=int, default=2, help="CPU threads of torch")
+    fit.add_argument("--crop-margin", type=float, default=TrainConfig.crop_margin,
+                     help="crop margin every image is cut with (written into the exported model)")
     evaluate = sub.add_parser("evaluate", help="re-calibrate and re-test a finished run (same data, same split)")
     evaluate.add_argument("--run", required=True, help="run folder written by fit (config.json + best.pt)")
     _add_research_commands(sub)
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 source_weights=_source_weights(args.source_weight), balance=args.balance, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
                 teacher=args.teacher, distill_weight=args.distill_weight,
-                distill_temperature=args.distill_temperature,
+                distill_temperature=args.distill_temperature, crop_margin=args.crop_margin,
             )
             _print_summary(run(cfg), Path(args.out))
         elif args.command == "evaluate":
