@@ -17,9 +17,9 @@ from train.models import ARCHS
 from train.recipe import RecipeError
 
 EXAMPLES = """examples:
-  # pretrain on the 7 FER-2013 classes (never on an image held out by the 4-class recipe)
-  python -m train fit --recipe train/recipes/fer2013_pretrain.toml --arch fast --out runs/pretrain \\
-      --exclude-heldout-of train/recipes/four_class.toml --epochs 12
+  # pretrain on the 8 FER+ emotions (soft crowd labels; never on an image the 4-class recipe holds out)
+  python -m train fit --recipe train/recipes/ferplus_pretrain.toml --arch fast --out runs/pretrain \\
+      --exclude-heldout-of train/recipes/four_class.toml --epochs 8 --balance none
   # fine-tune on the 4 classes from that checkpoint
   python -m train fit --recipe train/recipes/four_class.toml --arch fast --out runs/fast4 \\
       --init-from runs/pretrain/best.pt
