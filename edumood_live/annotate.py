@@ -1,4 +1,4 @@
-"""Annotated video output (``--annotate out.mp4``): boxes, anonymous track ids and labels.
+"""Annotated video output (``--annotate out.webm`` or ``.mp4``): boxes, anonymous track ids and labels.
 
 Faces are blurred by default before anything is drawn: each face box (plus a margin) is reduced to a
 few pixels across and smoothed, so no face can be recognised or restored from the written video.
@@ -66,11 +66,30 @@ def draw_faces(image: np.ndarray, faces: TrackedFaces, labels: Sequence[str]) ->
         cv2.putText(image, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, white, 1, cv2.LINE_AA)
 
 
-class AnnotatedVideoWriter:
-    """Writes annotated frames to an MP4 (mp4v); faces blurred unless ``blur=False``.
+def codec_for(path: Path) -> tuple[str, str]:
+    """(FourCC, description) of the annotated video's codec, chosen by the file name."""
+    if path.suffix.lower() == ".webm":
+        return "VP80", "VP8 in WebM (plays in browsers)"
+    return "mp4v", "MPEG-4 Part 2 (desktop players; browsers need .webm)"
 
-    `frame_size` is (width, height); None takes it from the first frame. Frames of another size are
-    resized to it. An unwritable path raises OutputError here, not at the first frame.
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit (width, height) with its aspect ratio kept, centred on black."""
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    out = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+class AnnotatedVideoWriter:
+    """Writes annotated frames to a video (`codec_for` the file name); faces blurred unless ``blur=False``.
+
+    `frame_size` is (width, height); None takes it from the first frame. Frames of another size (photos
+    of a folder) are letterboxed into it, never stretched. An unwritable path raises OutputError here,
+    not at the first frame.
     """
 
     def __init__(
@@ -98,9 +117,11 @@ class AnnotatedVideoWriter:
             self._open(self._size)
 
     def _open(self, size: tuple[int, int]) -> None:
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        fourcc, description = codec_for(self.path)
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
         if not writer.isOpened():
-            raise OutputError(f"cannot write annotated video {self.path}: OpenCV cannot open an mp4v writer")
+            raise OutputError(f"cannot write annotated video {self.path}: OpenCV cannot open a {fourcc} writer")
+        log.info("annotated video %s: %s, %dx%d at %g fps", self.path, description, *size, self.fps)
         self._writer = writer
 
     def write(self, image_bgr: np.ndarray, faces: TrackedFaces, labels: Sequence[str]) -> None:
@@ -115,7 +136,7 @@ class AnnotatedVideoWriter:
             blur_regions(frame, faces.boxes)
         draw_faces(frame, faces, labels)
         if (frame.shape[1], frame.shape[0]) != self._size:
-            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+            frame = letterbox(frame, self._size)
         self._writer.write(frame)
         self.frames_written += 1
 

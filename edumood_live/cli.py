@@ -69,7 +69,7 @@ examples:
   edumood-live --source rtsp://user:pass@10.0.0.5/stream --csv room12.csv --jsonl room12.jsonl
   edumood-live --source cam1.mp4 --source cam2.mp4 --csv rooms.csv --window 30
   edumood-live --source lesson.mp4 --detect-every 3 --tiles 4x3 --min-face 24 --csv lesson.csv
-  edumood-live --source lesson.mp4 --annotate review.mp4  annotated video, faces blurred
+  edumood-live --source lesson.mp4 --annotate review.webm annotated video, faces blurred
   edumood-live --ray --source rtsp://cam1/s --source rtsp://cam2/s --csv rooms.csv
                                                          one Ray actor per camera, Ray started here
   edumood-live --ray auto --source ... --source ...      on the Ray cluster this machine belongs to
@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--min-group", type=_number(int, 0, False), default=2, metavar="N",
                      help="withhold per-class shares for fewer than N faces (default 2; 0 = never)")
     out.add_argument("--no-console", action="store_true", help="no live view in the terminal")
-    out.add_argument("--annotate", type=Path, metavar="OUT.mp4",
-                     help="write an annotated video (boxes, anonymous ids, labels; faces blurred)")
+    out.add_argument("--annotate", type=Path, metavar="OUT.webm|OUT.mp4",
+                     help="write an annotated video (boxes, anonymous ids, labels; faces blurred): .webm is "
+                          "VP8, which browsers play; .mp4 is MPEG-4 Part 2 for desktop players")
     out.add_argument("--no-blur", action="store_true", help="with --annotate: do not blur faces")
     p.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
                    help="cluster mode: one Ray actor per source and a shared batching classifier (needs "
@@ -323,7 +324,10 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     logger.info("starting: %s", pipeline.describe())
     logger.info(RESPONSIBLE_USE)
     if args.no_console and not config.output.writes_rows:
-        logger.warning("nothing will be written: no --csv or --jsonl given and --no-console is set")
+        if config.output.annotate_path is None:
+            logger.warning("nothing will be written: no --csv or --jsonl given and --no-console is set")
+        else:
+            logger.warning("no statistics will be written (no --csv or --jsonl); only the annotated video")
     if args.per_track and not config.output.writes_rows:
         logger.warning("--per-track has no effect without --csv or --jsonl")
     with quiet_opencv(args.verbose), stop_on_signals(pipeline):

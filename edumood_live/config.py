@@ -23,7 +23,9 @@ from edumood_live.tracker import TrackerConfig
 
 DETECT_EVERY_AUTO = "auto"
 MAX_DETECT_EVERY = 30  # a fixed K above this would leave faces unseen for too long to be useful
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")  # containers the annotated mp4v writer can fill
+# containers of the annotated video: .webm is VP8, which browsers play; the others MPEG-4 Part 2 (mp4v),
+# which desktop players play but browsers do not (the OpenCV wheel has no H.264 encoder)
+VIDEO_SUFFIXES = (".webm", ".mp4", ".m4v", ".mov", ".avi")
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,30 @@ def test_unwritable_path_fails_at_open(tmp_path: Path, make_path, match: str) ->
 def test_fps_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="fps"):
         AnnotatedVideoWriter(tmp_path / "a.mp4", fps=0)
+
+
+@pytest.mark.parametrize(("name", "fourccs"), [("review.webm", {"VP80"}), ("review.mp4", {"MP4V", "FMP4"})])
+def test_the_codec_follows_the_file_name_and_the_video_plays_back(tmp_path: Path, frame: np.ndarray,
+                                                                   name: str, fourccs: set[str]) -> None:
+    """.webm is VP8 (browsers play it); .mp4 is MPEG-4 Part 2. Both decode back to the frame size."""
+    image = write_and_read(tmp_path / name, frame, blur=True)
+    cap = cv2.VideoCapture(str(tmp_path / name))
+    got = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace")
+    cap.release()
+    assert image.shape == frame.shape and got.upper() in fourccs  # FFmpeg reads mp4v back as FMP4
+
+
+def test_frames_of_another_size_are_letterboxed_not_stretched(tmp_path: Path, frame: np.ndarray) -> None:
+    """A folder of photos of different sizes: a square photo in a wide video keeps its proportions."""
+    path = tmp_path / "photos.mp4"
+    square = np.full((200, 200, 3), 255, np.uint8)
+    no_faces = TrackedFaces(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)))
+    with AnnotatedVideoWriter(path, fps=2, frame_size=(400, 200), blur=False) as writer:
+        for _ in range(3):
+            writer.write(square, no_faces, LABELS)
+    cap = cv2.VideoCapture(str(path))
+    ok, image = cap.read()
+    cap.release()
+    assert ok and image.shape == (200, 400, 3)
+    assert image[:, :90].mean() < 20 and image[:, 310:].mean() < 20  # black bars left and right
+    assert image[:, 110:290].mean() > 235  # the photo, unstretched, in the middle

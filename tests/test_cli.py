@@ -73,7 +73,7 @@ ERROR_CASES = [
     (["--source", "demo", "--model", "{tiny}", "--min-confidence", "1.5"], r"--min-confidence 1.5 is not allowed"),
     (["--source", "demo", "--source", "demo", "--model", "{tiny}", "--annotate", "{tmp}/v.mp4"],
      r"needs exactly one source"),
-    (["--source", "demo", "--model", "{tiny}", "--annotate", "{tmp}/v.gif"], r"ending in \.mp4"),
+    (["--source", "demo", "--model", "{tiny}", "--annotate", "{tmp}/v.gif"], r"ending in \.webm, \.mp4"),
     # usage errors (argparse), also one line and status 2
     (["--window", "0"], r"argument --window: expected a number > 0, got '0'"),
     (["--window", "-1"], r"argument --window: expected a number > 0"),
