@@ -48,6 +48,15 @@ class LiveState:
     attempt: int = 0
     trend: tuple[float | None, ...] = ()
 
+    @classmethod
+    def of_window(cls, row: WindowSummary, provider: str, source_state: str, dropped: int = 0) -> LiveState:
+        """The view of a source as its window ``row`` summed it up (cluster mode; a source's last words)."""
+        return cls(
+            source=row.source, fps=row.fps, faces=round(row.faces_mean), tracks=row.tracks,
+            shares=None if row.dominant_label is None else row.shares, engagement_index=row.engagement_index,
+            dropped=dropped, provider=provider, source_state=source_state,
+        )  # fmt: skip
+
 
 def sparkline(values: Sequence[float | None], low: float = -1.0, high: float = 1.0) -> str:
     """One character per value scaled to [low, high]; a middle dot where there is no value."""

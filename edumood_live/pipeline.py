@@ -85,6 +85,7 @@ class _Feed:
     sizes_seen: set[tuple[int, int]] = field(default_factory=set)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     shown: TrackedFaces | None = None  # the faces of the last processed frame, for the live view
+    last_seen: WindowSummary | None = None  # the last written window with frames: the view's last words
     pending: Future[tuple[Detections, float]] | None = None  # background detection of `pending_frame`
     pending_frame: Frame | None = None
     detection_wanted: bool = False  # the schedule asked for a detection while one was still running
@@ -414,7 +415,13 @@ class Pipeline:
             logger.info("%s %s after %d frames", feed.name, feed.final_state, stats.frames_read)
         self.source_states[feed.name] = feed.final_state
         feed.source.close()
-        self._show(feed, None, stats.frames_dropped, feed.final_state, 0)
+        last = next((r for r in reversed(closed) if r.frames), feed.last_seen)
+        if last is None:
+            self._show(feed, None, stats.frames_dropped, feed.final_state, 0)
+        else:  # an ended source keeps showing what its last window found, not "0 faces"
+            view = LiveState.of_window(last, self.provider, feed.final_state, stats.frames_dropped)
+            for sink in self._live_sinks:
+                sink.update(view)
         return closed
 
     # ----------------------------------------------------------------- outputs
@@ -431,6 +438,8 @@ class Pipeline:
         for summary in summaries:
             for sink in (*self._file_sinks, *self._sinks):
                 sink.write(summary)
+            if summary.frames:
+                feed.last_seen = summary
         rows = feed.aggregator.track_rows()
         if rows:
             for sink in self._file_sinks:

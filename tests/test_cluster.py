@@ -263,6 +263,22 @@ def test_a_batch_waits_for_cameras_heard_from_but_never_for_a_lone_one(tiny_clas
 
 @needs_ray
 @pytest.mark.rtsp
+class LiveView:
+    """A real live sink that keeps the states it is shown."""
+
+    def __init__(self) -> None:
+        self.states: list = []
+
+    def write(self, summary: WindowSummary) -> None:
+        pass
+
+    def update(self, state: object) -> None:
+        self.states.append(state)
+
+    def close(self) -> None:
+        pass
+
+
 def test_three_cameras_give_the_rows_of_a_single_process_run(
     ray_address: str, rtsp_server: RtspServer, tiny_classifier_path: Path, single_rows: list[WindowSummary],
     tmp_path: Path,
@@ -273,7 +289,8 @@ def test_three_cameras_give_the_rows_of_a_single_process_run(
     live = SourceConfig(rtsp_server.url, **FAST_LIVE)
     config = make_config(tiny_classifier_path, (*FILES, live),
                          output=OutputConfig(csv_path=csv_out, jsonl_path=jsonl_out))
-    run = ClusterRun(config, cluster_config())
+    view = LiveView()
+    run = ClusterRun(config, cluster_config(), sinks=[view])
     names = [camera.name for camera in run.cameras]
     assert names == ["demo", str(CLIP), rtsp_server.url]
     assert "3 camera worker(s) on Ray (127.0.0.1)" in run.describe()
@@ -291,6 +308,11 @@ def test_three_cameras_give_the_rows_of_a_single_process_run(
         expected = [comparable(r) for r in by_source(single_rows, name)]
         assert [comparable(r) for r in by_source(rows, name)] == expected
         assert {(r.node, r.actor) for r in by_source(rows, name)} == {("127.0.0.1", f"cam{index}#0")}
+    # The live view of an ended file says "ended" and keeps its last window's values (as a single process)
+    for name in names[:2]:
+        last_state = [v for v in view.states if v.source == name][-1]
+        last_row = [r for r in by_source(rows, name) if r.frames][-1]
+        assert last_state.source_state == "ended" and last_state.faces == round(last_row.faces_mean)
     # RTSP: timing decides which frames are seen, so only health and schema are compared.
     live_rows = by_source(rows, names[2])
     assert live_rows[-1].status in (WindowStatus.PARTIAL, WindowStatus.OK)  # stopped mid-window, usually

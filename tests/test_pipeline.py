@@ -105,6 +105,9 @@ def test_api_builds_a_pipeline_and_iterates_summaries(tiny_classifier_path: Path
         assert summary.status == WindowStatus.OK and seconds(summary) == pytest.approx(1.0)
     assert sink.rows == summaries and sink.closed
     assert pipeline.source_states == {"demo": "ended"}
+    final = sink.states[-1]  # the panel of an ended file shows its last window, marked ended
+    assert final.source_state == "ended" and final.faces == round(summaries[-1].faces_mean) > 0
+    assert final.engagement_index == summaries[-1].engagement_index
     stats = pipeline.stats.as_dict()
     # The default --detect-every auto skips the detector on some frames and the tracker carries the faces.
     assert stats["frames"] == CLIP_FRAMES and 1 <= stats["detected_frames"] < CLIP_FRAMES
@@ -206,7 +209,10 @@ def test_live_view_keeps_the_last_frame_between_frames(tiny_classifier_path: Pat
     first = next(i for i, s in enumerate(connected) if s.faces)
     assert len(connected) - first > 10  # frames and polls in between
     assert all(s.faces and s.shares is not None for s in connected[first:])
-    assert sink.states[-1].source_state == "stopped" and sink.states[-1].faces == 0
+    # once stopped, the view keeps what the last window found (not "0 faces"), and says it stopped
+    last_row = [r for r in sink.rows if r.frames][-1]
+    assert sink.states[-1].source_state == "stopped"
+    assert sink.states[-1].faces == round(last_row.faces_mean) and sink.states[-1].fps == last_row.fps
 
 
 def test_camera_outages_become_gap_rows(tiny_classifier_path: Path) -> None:

@@ -85,6 +85,7 @@ class Camera:
     frames: int = 0  # processed by all incarnations of the worker
     frames_before: int = 0  # processed by the incarnations that died
     stats: dict[str, object] = field(default_factory=dict)
+    last_seen: ClusterWindow | None = None  # the last row with frames: what the live view shows at the end
 
     @property
     def actor(self) -> str:
@@ -344,7 +345,13 @@ class ClusterRun:
                     self._finished(camera, report)
                 else:  # asked before yielding, so that an abandoned iterator still collects this camera
                     pending[camera.handle.poll.remote(self.cluster.poll_s)] = camera
+                camera.last_seen = next((r for r in reversed(rows) if r.frames), camera.last_seen)
                 yield from self._emit(rows)
+                if report.done and camera.last_seen is not None:  # ended, failed or stopped: say so
+                    final = self._live_state(camera.last_seen, self.source_states[camera.name])
+                    for sink in self._sinks:
+                        if isinstance(sink, LiveSink):
+                            sink.update(final)
 
     def _restarted(self, camera: Camera, report: CameraReport, stopping: bool) -> None:
         """Ray restarted the worker (a new process): tell it where to pick up."""
@@ -377,14 +384,9 @@ class ClusterRun:
                     sink.update(self._live_state(row))
         yield from rows
 
-    def _live_state(self, row: ClusterWindow) -> LiveState:
-        shares = None if row.dominant_label is None else row.shares
-        state = "connected" if row.frames else "gap: no frames"
-        return LiveState(
-            source=row.source, fps=row.fps, faces=round(row.faces_mean), tracks=row.tracks, shares=shares,
-            engagement_index=row.engagement_index, dropped=row.dropped_frames,
-            provider=self._classifiers[0][0].provider, source_state=state,
-        )  # fmt: skip
+    def _live_state(self, row: ClusterWindow, state: str | None = None) -> LiveState:
+        state = state or ("connected" if row.frames else "gap: no frames")
+        return LiveState.of_window(row, self._classifiers[0][0].provider, state, row.dropped_frames)
 
     def _collect_stats(self, started: float) -> None:
         """Per-camera and classifier statistics, fetched before the workers are stopped."""
