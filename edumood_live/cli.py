@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--stride", type=int1, default=1, metavar="N", help="files/folders: every N-th frame")
     src.add_argument("--duration", type=pos, metavar="S",
                      help="stop after S seconds of source time (files) or wall time (live)")
+    src.add_argument("--folder-fps", type=pos, default=1.0, metavar="N",
+                     help="image folders: images per second of source time, which sets how many images "
+                          "fall into a window (default 1: one image per second)")
     src.add_argument("--max-retries", type=_number(int, 0, False), metavar="N",
                      help="live: reconnect attempts after a loss (default: forever)")
     src.add_argument("--read-timeout", type=pos, default=5.0, metavar="S",
@@ -190,7 +193,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     sources = tuple(
         SourceConfig(
             spec=spec, stride=args.stride, max_fps=args.max_fps, read_timeout_s=args.read_timeout,
-            watchdog_s=args.watchdog, max_retries=args.max_retries,
+            watchdog_s=args.watchdog, max_retries=args.max_retries, folder_fps=args.folder_fps,
         )
         for spec in (args.source or ["webcam"])
     )  # fmt: skip
@@ -389,6 +392,7 @@ FIELD_FLAGS = {
     "intra_op_threads": "--threads", "window_s": "--window", "min_group": "--min-group", "max_fps": "--max-fps",
     "stride": "--stride", "duration_s": "--duration", "max_retries": "--max-retries",
     "read_timeout_s": "--read-timeout", "watchdog_s": "--watchdog", "csv_path": "--csv", "jsonl_path": "--jsonl",
+    "folder_fps": "--folder-fps",
 }  # fmt: skip
 _FIELD_RE = re.compile(r"\b(" + "|".join(FIELD_FLAGS) + r")=")
 

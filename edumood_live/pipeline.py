@@ -409,6 +409,9 @@ class Pipeline:
             feed.final_state = stats.state.value if feed.source.finished else "stopped"
         if feed.final_state == SourceState.FAILED.value:
             logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
+        elif stats.decode_errors and not feed.source.live and feed.final_state == SourceState.ENDED.value:
+            logger.warning("%s ended after %d frames; %d could not be decoded and were skipped (last: %s)",
+                           feed.name, stats.frames_read, stats.decode_errors, stats.last_error)
         elif stats.last_error and not feed.source.live and feed.final_state == SourceState.ENDED.value:
             logger.warning("%s ended after %d frames; %s", feed.name, stats.frames_read, stats.last_error)
         else:

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pytest
 from cli_helpers import check_row, model_labels, read_csv, schema
 from live_fixtures import free_port
@@ -258,3 +259,19 @@ def test_fast_rtsp_options_only_when_unset(monkeypatch: pytest.MonkeyPatch, spec
         monkeypatch.setenv(FFMPEG_OPTIONS_ENV, preset)
     prefer_fast_rtsp(specs)
     assert os.environ.get(FFMPEG_OPTIONS_ENV) == expected
+
+
+def test_a_folder_replays_at_folder_fps_and_counts_its_corrupt_images(
+    capsys: pytest.CaptureFixture[str], tiny_classifier_path: Path, tmp_path: Path, demo_frames: list
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(folder / f"p{i:02d}.jpg"), demo_frames[i * 4])
+    (folder / "p99.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    status, _, err = cli(capsys, "--source", folder, "--model", tiny_classifier_path, "--folder-fps", "4",
+                         "--window", "1", "--csv", tmp_path / "rows.csv", "--no-console")
+    assert status == 0
+    rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
+    assert [int(r["frames"]) for r in rows] == [4, 4]  # 4 images per second of source time: 2 windows
+    assert any("ended after 8 frames; 1 could not be decoded and were skipped" in line for line in err), err
