@@ -82,6 +82,7 @@ class _Feed:
     done: bool = False
     final_state: str | None = None
     bad_in_a_row: int = 0
+    processed: int = 0  # frames that went through the stages (a frame read past --duration does not)
     sizes_seen: set[tuple[int, int]] = field(default_factory=set)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     shown: TrackedFaces | None = None  # the faces of the last processed frame, for the live view
@@ -302,6 +303,7 @@ class Pipeline:
                     active.remove(feed)
                     yield from self._emit(feed, self._finish(feed))
                     continue
+                feed.processed += 1
                 yield from self._emit(feed, self._process(feed, frame, read_s))
 
     def _process(self, feed: _Feed, frame: Frame, read_s: float) -> list[WindowSummary]:
@@ -411,11 +413,11 @@ class Pipeline:
             logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
         elif stats.decode_errors and not feed.source.live and feed.final_state == SourceState.ENDED.value:
             logger.warning("%s ended after %d frames; %d could not be decoded and were skipped (last: %s)",
-                           feed.name, stats.frames_read, stats.decode_errors, stats.last_error)
+                           feed.name, feed.processed, stats.decode_errors, stats.last_error)
         elif stats.last_error and not feed.source.live and feed.final_state == SourceState.ENDED.value:
-            logger.warning("%s ended after %d frames; %s", feed.name, stats.frames_read, stats.last_error)
+            logger.warning("%s ended after %d frames; %s", feed.name, feed.processed, stats.last_error)
         else:
-            logger.info("%s %s after %d frames", feed.name, feed.final_state, stats.frames_read)
+            logger.info("%s %s after %d frames", feed.name, feed.final_state, feed.processed)
         self.source_states[feed.name] = feed.final_state
         feed.source.close()
         last = next((r for r in reversed(closed) if r.frames), feed.last_seen)

@@ -275,3 +275,15 @@ def test_a_folder_replays_at_folder_fps_and_counts_its_corrupt_images(
     rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
     assert [int(r["frames"]) for r in rows] == [4, 4]  # 4 images per second of source time: 2 windows
     assert any("ended after 8 frames; 1 could not be decoded and were skipped" in line for line in err), err
+
+
+def test_duration_end_line_and_summary_count_the_same_frames(
+    capsys: pytest.CaptureFixture[str], tiny_classifier_path: Path
+) -> None:
+    """A frame read past --duration is not processed, and not counted as processed either."""
+    status, _, err = cli(capsys, "--source", "demo", "--model", tiny_classifier_path, "--duration", "1",
+                         "--no-console")
+    stopped = next(line for line in err if "demo stopped after" in line)
+    finished = next(line for line in err if "run finished:" in line)
+    assert status == 0
+    assert re.search(r"after (\d+) frames", stopped).group(1) == re.search(r"finished: (\d+) frames", finished).group(1)
