@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.logging import RichHandler
 
+from train.compare import DEFAULT_ARCHS
 from train.fit import TrainConfig, evaluate_run, run
 from train.models import ARCHS
 from train.recipe import RecipeError
@@ -129,7 +130,8 @@ def _add_research_commands(sub: Any) -> None:
     report.add_argument("--seed", type=int)
 
     compare = _research_parser(sub, "compare", "train, test and time several architectures; comparison table")
-    compare.add_argument("--archs", type=_csv, help=f"comma-separated, from {', '.join(ARCHS)} (all of them)")
+    compare.add_argument("--archs", type=_csv, help=f"comma-separated, from {', '.join(ARCHS)} "
+                                                   f"(default: {','.join(DEFAULT_ARCHS)})")
     _training_options(compare)
     compare.add_argument("--timing-threads", type=int, help="CPU threads when timing ms/face (1)")
     compare.add_argument("--timing-repeats", type=int, help="timed forward passes per model (50)")
