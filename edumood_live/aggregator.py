@@ -177,8 +177,9 @@ class Aggregator:
         """
         return self._roll(now_ms)
 
-    def finish(self) -> list[WindowSummary]:
-        """Close the open window at the end of a run; PARTIAL when it covers less than window_s.
+    def finish(self, ended: bool = False) -> list[WindowSummary]:
+        """Close the open window at the end of a run. When it covers less than window_s it is ENDED if
+        the source reached its end (``ended``), else PARTIAL (the run was stopped).
 
         The run is over afterwards: `add` and `advance` refuse, `finish` returns [].
         """
@@ -195,7 +196,7 @@ class Aggregator:
         self._win = None
         if covered == 0 and not win.frames:
             return []
-        return [self._close(win, covered)]
+        return [self._close(win, covered, WindowStatus.ENDED if ended else WindowStatus.PARTIAL)]
 
     def track_rows(self) -> list[TrackRow]:
         """Per-track rows of the windows closed since the last call (empty unless config.per_track)."""
@@ -220,7 +221,7 @@ class Aggregator:
             self._win = _Window(self._win.index + 1, len(self.config.labels))
         return closed
 
-    def _close(self, win: _Window, covered_ms: float) -> WindowSummary:
+    def _close(self, win: _Window, covered_ms: float, short: str = WindowStatus.PARTIAL) -> WindowSummary:
         cfg = self.config
         assert self._t0 is not None
         offset_ms = win.index * self._window_ms
@@ -246,10 +247,12 @@ class Aggregator:
             )
         faces_mean = win.observations / win.frames
         suppressed = faces_mean < cfg.min_group
-        if covered_ms < self._window_ms - 1.0:  # 1 ms tolerance for float frame periods
-            status = WindowStatus.PARTIAL  # stats are still withheld below when suppressed
+        if suppressed:  # the reason the shares are empty comes first, however long the window
+            status = WindowStatus.SUPPRESSED
+        elif covered_ms < self._window_ms - 1.0:  # 1 ms tolerance for float frame periods
+            status = short
         else:
-            status = WindowStatus.SUPPRESSED if suppressed else WindowStatus.OK
+            status = WindowStatus.OK
         if suppressed or win.observations == 0:
             shares, index, dominant, low = none_shares, None, None, None
         else:

@@ -80,7 +80,7 @@ outputs: one row per source and window (window_start, window_end, source, status
   dropped_frames; with --ray also node, actor); labels come from the model file. Nothing showing a
   face is written unless --annotate is given, and then faces are blurred unless --no-blur.
 
-exit status: 0 done (also after Ctrl-C or SIGTERM: the last window is written and marked partial),
+exit status: 0 done (also after Ctrl-C or SIGTERM: the last window is written, marked partial if short),
   1 a source failed for good, 2 usage, configuration, model, source or output error,
   130 a second Ctrl-C (immediate exit).
 
@@ -297,7 +297,7 @@ def stop_on_signals(pipeline: Pipeline | ClusterRun) -> Iterator[None]:
             signal.signal(sig, old)
         if received:
             name = signal.Signals(received[0]).name
-            logger.info("stopped by %s; final windows written and marked partial", name)
+            logger.info("stopped by %s; writing the final windows (one cut short is marked partial)", name)
 
 
 def prefer_fast_rtsp(specs: Sequence[str]) -> None:

@@ -179,7 +179,7 @@ class Pipeline:
         )
 
     def stop(self) -> None:
-        """Ask the run to end: final windows are written (marked partial), sinks closed. Thread- and
+        """Ask the run to end: final windows are written (a short one marked partial), sinks closed. Thread- and
         signal-handler-safe; returns at once."""
         self._stop.set()
 
@@ -395,7 +395,7 @@ class Pipeline:
         logger.warning("%s: skipping frame %d (%s: %s)", feed.name, frame.index, type(exc).__name__, exc)
 
     def _finish(self, feed: _Feed) -> list[WindowSummary]:
-        """Close the source's last windows (PARTIAL when short) and the source itself."""
+        """Close the source's last windows (a short last one ENDED or PARTIAL) and the source itself."""
         if feed.done:
             return []
         feed.done = True
@@ -406,9 +406,9 @@ class Pipeline:
             healthy = stats.state == SourceState.CONNECTED and feed.last_ts is not None
             if not healthy or now - feed.last_ts > LIVE_GAP_GRACE_MS:  # type: ignore[operator]
                 closed += feed.aggregator.advance(now)  # the silence up to now is a gap
-        closed += feed.aggregator.finish()
         if feed.final_state is None:
             feed.final_state = stats.state.value if feed.source.finished else "stopped"
+        closed += feed.aggregator.finish(ended=feed.final_state == SourceState.ENDED.value)
         if feed.final_state == SourceState.FAILED.value:
             logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
         elif stats.decode_errors and not feed.source.live and feed.final_state == SourceState.ENDED.value:

@@ -73,10 +73,12 @@ class TrackedFaces:
 class WindowStatus:
     """Values of `WindowSummary.status`."""
 
-    OK = "ok"  # a full window with frames
+    # Each value says one thing; when two apply, the first in this list wins (gap, then suppressed).
     GAP = "gap"  # no frame arrived in the window (camera down, reconnecting): frames = 0, no shares
-    PARTIAL = "partial"  # the last window of a run that stopped early (end of file, Ctrl-C)
-    SUPPRESSED = "suppressed"  # fewer faces than --min-group: per-class stats withheld
+    SUPPRESSED = "suppressed"  # fewer faces than --min-group: per-class stats withheld (any window)
+    ENDED = "ended"  # the last window of a source that reached its end (end of file or folder), cut short
+    PARTIAL = "partial"  # the last window of a run stopped before the source ended (Ctrl-C, SIGTERM, --duration)
+    OK = "ok"  # a full window with frames and shares
 
 
 @dataclass(frozen=True)

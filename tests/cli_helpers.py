@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 HEAD_COLUMNS = ["window_start", "window_end", "source", "status", "frames", "fps", "faces_mean", "tracks"]
 TAIL_COLUMNS = ["engagement_index", "dominant_label", "low_confidence_share", "dropped_frames"]
-STATUSES = {"ok", "gap", "partial", "suppressed"}
+STATUSES = {"ok", "gap", "partial", "ended", "suppressed"}
 
 
 def model_labels(model: Path) -> list[str]:

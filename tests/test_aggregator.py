@@ -165,13 +165,23 @@ def test_finish_emits_the_last_window(timestamps: list[int], status: str, end: s
     assert agg.finish() == []
 
 
-def test_finish_partial_still_withholds_small_groups() -> None:
+@pytest.mark.parametrize("ended", [False, True])
+def test_a_short_last_window_with_too_few_faces_says_why_its_shares_are_empty(ended: bool) -> None:
     agg = make(min_group=5)
     agg.add(faces([2]), 0.0, 0)
     agg.add(faces([2]), 500.0, 0)
-    (row,) = agg.finish()
-    assert row.status == WindowStatus.PARTIAL
+    (row,) = agg.finish(ended=ended)
+    assert row.status == WindowStatus.SUPPRESSED  # the reason for the empty shares, not "partial"
     assert row.shares == dict.fromkeys(LABELS) and row.dominant_label is None
+
+
+@pytest.mark.parametrize(("ended", "status"), [(True, "ended"), (False, "partial")])
+def test_a_short_last_window_says_whether_the_source_ended_or_the_run_stopped(ended: bool, status: str) -> None:
+    agg = make()
+    for t in (0, 500, 1000):
+        agg.add(faces([2, 2]), float(t), 0)
+    (row,) = agg.finish(ended=ended)
+    assert row.status == status and row.shares["Engaged"] == 1.0
 
 
 def test_finish_without_frames_writes_nothing() -> None:

@@ -52,7 +52,7 @@ def run_demo(model: Path | None, tmp_path: Path, *extra: object) -> tuple[list[s
 
 @pytest.mark.parametrize(
     ("window", "statuses", "last_span_s"),
-    [("1", ["ok", "ok", "ok"], 1.0), ("2", ["ok", "partial"], 1.0)],  # the clip lasts 3 s
+    [("1", ["ok", "ok", "ok"], 1.0), ("2", ["ok", "ended"], 1.0)],  # the clip lasts 3 s
 )
 def test_demo_to_csv_and_jsonl(tiny_classifier_path: Path, tmp_path: Path, window: str, statuses: list[str],
                                last_span_s: float) -> None:
@@ -74,7 +74,7 @@ def test_demo_with_the_shipped_model(classifier_path: Path, tmp_path: Path) -> N
     labels = model_labels(classifier_path)
     header, rows, records = run_demo(None, tmp_path, "--window", "2")
     assert header == schema(labels)
-    assert [r["status"] for r in rows] == ["ok", "partial"]
+    assert [r["status"] for r in rows] == ["ok", "ended"]
     for row in rows:
         check_row(row, labels)
     assert len(records) == len(rows)
