@@ -138,12 +138,41 @@ def render_source(state: LiveState) -> Panel:
     return Panel(Group(header, body, footer), title=title, title_align="left")
 
 
-def render(states: LiveState | Sequence[LiveState]) -> RenderableType:
-    """The whole live view: one panel per source (pure; called on every refresh)."""
+PANEL_LINES = 9  # lines one source's panel takes (borders, header, four bars, footer, spacing)
+
+
+def render_table(states: Sequence[LiveState]) -> Table:
+    """The compact view: one line per source (several sources on a small terminal)."""
+    table = Table(box=None, padding=(0, 1), header_style="dim", pad_edge=False)
+    table.add_column("source", no_wrap=True, max_width=22, overflow="ellipsis")
+    table.add_column("state", no_wrap=True, max_width=14, overflow="ellipsis")
+    for name in ("fps", "faces"):
+        table.add_column(name, justify="right", no_wrap=True)
+    labels = next((list(s.shares) for s in states if s.shares), [])
+    for label in labels:
+        table.add_column(label[:5], justify="right", no_wrap=True)
+    table.add_column("eng.", justify="right", no_wrap=True)
+    table.add_column("trend", no_wrap=True, max_width=12)
+    for state in states:
+        if state.shares and all(v is not None for v in state.shares.values()):
+            shares = [f"{state.shares[label]:.0%}" for label in labels]  # type: ignore[index]
+        else:
+            shares = ["–"] * len(labels)
+        index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
+        table.add_row(Text(safe_source_name(state.source), style="bold"), _state_text(state), f"{state.fps:.1f}",
+                      str(state.faces), *shares, index, Text(sparkline(state.trend[-12:]), style="magenta"))
+    return table
+
+
+def render(states: LiveState | Sequence[LiveState], compact: bool = False) -> RenderableType:
+    """The whole live view (pure; called on every refresh): one panel per source, or with ``compact``
+    one line per source."""
     if isinstance(states, LiveState):
         states = [states]
     if not states:
         return Text("waiting for the first frame…", style="dim")
+    if compact:
+        return render_table(states)
     return Group(*(render_source(s) for s in states))
 
 
@@ -204,8 +233,12 @@ class ConsoleSink:
         """Record a closed window in the trend and print its one-line summary above the view."""
         trend = self._trends.setdefault(summary.source, deque(maxlen=self._trend_windows))
         trend.append(summary.engagement_index)
-        # print's own no_wrap/overflow: rich re-joins printed Text and drops the Text's own settings
-        self._ensure_live().console.print(summary_line(summary), no_wrap=True, overflow="ellipsis")
+        line = summary_line(summary)
+        if self.console.is_terminal:
+            # print's own no_wrap/overflow: rich re-joins printed Text and drops the Text's own settings
+            self._ensure_live().console.print(line, no_wrap=True, overflow="ellipsis")
+        else:  # a log file or a pipe: the whole line, never cut at an assumed width
+            self._ensure_live().console.print(line, soft_wrap=True)
         self._refresh()
 
     def close(self) -> None:
@@ -222,7 +255,10 @@ class ConsoleSink:
         return self._live
 
     def _refresh(self) -> None:
-        self._ensure_live().update(render(self.current()), refresh=True)
+        states = self.current()
+        # panels while they take at most half the screen, so the window lines above stay in view
+        compact = len(states) > 1 and len(states) * PANEL_LINES > self.console.height // 2
+        self._ensure_live().update(render(states, compact=compact), refresh=True)
         self.redraws += 1
 
     def __enter__(self) -> ConsoleSink:

@@ -267,10 +267,38 @@ def test_console_sink_throttles_and_keeps_the_trend() -> None:
     assert "engagement +0.50" in text and "gap: no frames" in text and "faces 9" in text
 
 
-def test_window_lines_stay_one_line_each() -> None:
-    console = Console(record=True, width=80, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+def test_window_lines_stay_one_line_each_in_a_terminal() -> None:
+    console = Console(record=True, width=80, file=open(os.devnull, "w"), color_system=None,  # noqa: SIM115
+                      force_terminal=True)
     with ConsoleSink(console=console) as sink:
         sink.write(summary(source="rtsp://127.0.0.1:8554/a-long-camera-name"))
     first = console.export_text().splitlines()[0]
     assert first.endswith("…") and len(first) == 80
     assert "engagement +0.30" in first  # the telling fields come first, the cut takes the rest
+
+
+def test_window_lines_are_whole_when_not_a_terminal() -> None:
+    """Redirected to a file or a pipe (no terminal width), a window line is never cut."""
+    console = Console(record=True, width=80, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+    assert not console.is_terminal
+    with ConsoleSink(console=console) as sink:
+        sink.write(summary(source="rtsp://127.0.0.1:8554/a-long-camera-name"))
+    first = console.export_text().splitlines()[0]
+    assert len(first) > 80 and "…" not in first and first.rstrip().endswith(f"fps {summary().fps:.1f}")
+
+
+def test_several_sources_fit_an_80x24_terminal_with_room_for_window_lines() -> None:
+    console = Console(record=True, width=80, height=24, file=open(os.devnull, "w"),  # noqa: SIM115
+                      color_system=None, force_terminal=True)
+    shares = {"Angry": 0.1, "Neutral": 0.4, "Engaged": 0.3, "Bored": 0.2}
+    with ConsoleSink(console=console) as sink:
+        for i in range(4):
+            sink.update(LiveState(f"rtsp://10.0.0.{i}/classroom-camera-{i}", fps=29.9, faces=30, shares=shares,
+                                  engagement_index=0.1, source_state="connected"))
+    drawn = console.export_text()  # every redraw; the first, with one source, is still a panel
+    assert "eng." in drawn and "╭" not in drawn.split("eng.")[-1]  # then the sink switched to the table
+    view = render_text(render(sink.current(), compact=True), width=80).rstrip("\n").splitlines()
+    assert len(view) == 5 and all(len(line) <= 80 for line in view)  # a header and a line per source
+    assert "40%" in view[1] and "+0.10" in view[1]
+    one = render_text(render(sink.current()[:1]), width=80).splitlines()
+    assert len(one) <= 12  # a single source keeps its panel
