@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -274,8 +274,13 @@ def quiet_opencv(verbosity: int) -> Iterator[None]:
 
 
 @contextmanager
-def stop_on_signals(pipeline: Pipeline | ClusterRun) -> Iterator[None]:
-    """SIGINT/SIGTERM: stop the pipeline cleanly; a second one exits at once (status 130)."""
+def stop_on_signals(pipeline: Pipeline | ClusterRun, notice: Callable[[], None] | None = None) -> Iterator[None]:
+    """SIGINT/SIGTERM: stop the pipeline cleanly; a second one exits at once (status 130).
+
+    ``notice`` tells a live view to show that it is stopping; without one the notice goes straight to
+    stderr. (A raw write into a live view lands inside its redrawn region: the line was overwritten and half
+    a panel stayed behind in the scrollback.)
+    """
     if threading.current_thread() is not threading.main_thread():  # handlers need the main thread
         yield
         return
@@ -286,7 +291,10 @@ def stop_on_signals(pipeline: Pipeline | ClusterRun) -> Iterator[None]:
         if len(received) > 1:
             os.write(2, b"error: interrupted again, exiting at once (outputs may lack the last window)\n")
             os._exit(EXIT_FORCED)
-        os.write(2, STOPPING_MESSAGE)
+        if notice is None:
+            os.write(2, STOPPING_MESSAGE)
+        else:
+            notice()  # sets a flag the view draws on its next refresh
         pipeline.stop()  # only sets a flag
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -318,7 +326,8 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
 
     prefer_fast_rtsp(args.source or [])
     config = build_config(args)
-    sinks = [] if args.no_console else [ConsoleSink(console)]
+    view = None if args.no_console else ConsoleSink(console)
+    sinks = [] if view is None else [view]
     with quiet_opencv(args.verbose):  # errors out here, before any frame, with one line
         if args.ray is None:
             pipeline: Pipeline | ClusterRun = Pipeline(config, sinks=sinks)
@@ -333,7 +342,8 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
             logger.warning("no statistics will be written (no --csv or --jsonl); only the annotated video")
     if args.per_track and not config.output.writes_rows:
         logger.warning("--per-track has no effect without --csv or --jsonl")
-    with quiet_opencv(args.verbose), stop_on_signals(pipeline):
+    notice = view.show_stopping if view is not None and console.is_terminal else None
+    with quiet_opencv(args.verbose), stop_on_signals(pipeline, notice):
         for _ in pipeline.run():
             pass
     failed = sorted(name for name, state in pipeline.source_states.items() if state == "failed")

@@ -216,6 +216,11 @@ class ConsoleSink:
         self._live: Live | None = None
         self._last_refresh = -math.inf
         self.redraws = 0
+        self.stopping = False  # set from a signal handler: the view says so on its next redraw
+
+    def show_stopping(self) -> None:
+        """Say "stopping" in the view (safe in a signal handler: it only sets a flag)."""
+        self.stopping = True
 
     def current(self) -> list[LiveState]:
         """The state per source as it would be drawn now (trend filled in)."""
@@ -258,7 +263,11 @@ class ConsoleSink:
         states = self.current()
         # panels while they take at most half the screen, so the window lines above stay in view
         compact = len(states) > 1 and len(states) * PANEL_LINES > self.console.height // 2
-        self._ensure_live().update(render(states, compact=compact), refresh=True)
+        view = render(states, compact=compact)
+        if self.stopping:
+            view = Group(view, Text("stopping: writing the last window (interrupt again to quit at once)",
+                                    style="bold yellow"))
+        self._ensure_live().update(view, refresh=True)
         self.redraws += 1
 
     def __enter__(self) -> ConsoleSink:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -287,3 +288,21 @@ def test_duration_end_line_and_summary_count_the_same_frames(
     finished = next(line for line in err if "run finished:" in line)
     assert status == 0
     assert re.search(r"after (\d+) frames", stopped).group(1) == re.search(r"finished: (\d+) frames", finished).group(1)
+
+
+def test_a_signal_with_a_live_view_notifies_the_view_not_the_raw_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    """In a terminal the live view draws the notice; a raw write would land inside its redrawn region."""
+    from edumood_live.cli import stop_on_signals
+
+    class Run:  # the signal plumbing only needs stop(); the real pipelines are tested end to end
+        stopped = False
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    noticed: list[bool] = []
+    run = Run()
+    with stop_on_signals(run, notice=lambda: noticed.append(True)):  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this thread before the next line
+    assert noticed == [True] and run.stopped
+    assert "stopping:" not in capfd.readouterr().err

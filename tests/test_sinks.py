@@ -302,3 +302,14 @@ def test_several_sources_fit_an_80x24_terminal_with_room_for_window_lines() -> N
     assert "40%" in view[1] and "+0.10" in view[1]
     one = render_text(render(sink.current()[:1]), width=80).splitlines()
     assert len(one) <= 12  # a single source keeps its panel
+
+
+def test_the_view_says_it_is_stopping_and_ends_cleanly() -> None:
+    console = Console(record=True, width=80, height=24, file=open(os.devnull, "w"),  # noqa: SIM115
+                      color_system=None, force_terminal=True)
+    with ConsoleSink(console=console) as sink:
+        sink.update(LiveState("room", faces=3))
+        sink.show_stopping()  # what the signal handler calls
+        sink.update(LiveState("room", faces=3, source_state="stopped"))
+    last_frame = console.export_text().split("room")[-1]
+    assert "stopping: writing the last window" in last_frame
