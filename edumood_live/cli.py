@@ -48,7 +48,7 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FAST_RTSP_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000"
 FFMPEG_LOGLEVEL_ENV, FFMPEG_FATAL_ONLY = "OPENCV_FFMPEG_LOGLEVEL", "8"  # AV_LOG_FATAL
 # Loggers whose info lines show by default (start, grid, end, reconnects); the others: warnings unless -v.
-SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.live_source",
+SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.live_source", "edumood_live.annotate",
                     "edumood_live.cluster.driver")
 LOCAL_RAY = "local"  # --ray without an address: start a Ray runtime on this machine
 STOPPING_MESSAGE = b"stopping: writing the last window (interrupt again to quit at once)\n"

@@ -357,3 +357,13 @@ def test_flip_average_is_the_mean_over_the_mirror_image(tmp_path: Path) -> None:
         seen, mirrored = plain.classify_batch(batch), plain.classify_batch(np.ascontiguousarray(batch[..., ::-1]))
         assert seen[0, 0] > 0.95 and mirrored[0, 0] == pytest.approx(0.5)  # the model does see left from right
         np.testing.assert_allclose(averaged.classify_batch(batch), (seen + mirrored) / 2, rtol=1e-6)
+
+
+def test_the_shipped_models_are_named_so_nobody_confuses_them() -> None:
+    """The start line names the model: the default one must not read like `--model fast`."""
+    names = {}
+    for shipped in ("default", "fast"):
+        with FaceClassifier(ClassifierConfig(model_path=shipped)) as clf:
+            names[shipped] = clf.meta.model_name
+            assert clf.preprocessor.crop == CropSpec(0.3)  # both carry the crop they were trained on
+    assert "fast" not in names["default"] and "fast" in names["fast"] and names["default"] != names["fast"]

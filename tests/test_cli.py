@@ -306,3 +306,22 @@ def test_a_signal_with_a_live_view_notifies_the_view_not_the_raw_terminal(capfd:
         os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this thread before the next line
     assert noticed == [True] and run.stopped
     assert "stopping:" not in capfd.readouterr().err
+
+
+def test_an_annotate_only_run_does_not_claim_nothing_is_written(
+    capsys: pytest.CaptureFixture[str], tiny_classifier_path: Path, tmp_path: Path
+) -> None:
+    status, _, err = cli(capsys, "--source", "demo", "--model", tiny_classifier_path, "--annotate",
+                         tmp_path / "review.webm", "--no-console")
+    assert status == 0 and (tmp_path / "review.webm").stat().st_size > 0
+    text = "\n".join(err)
+    assert "nothing will be written" not in text and "only the annotated video" in text
+    assert "VP8 in WebM" in text  # which codec was written is said
+
+
+def test_help_says_ranges_and_real_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = cli(capsys, "--help")
+    assert status == 0
+    flat = " ".join(out.split())
+    assert "K in 1..30" in flat and "about 7x fewer multiply-adds" in flat and "4x cheaper" not in flat
+    assert "--folder-fps" in flat and "--flip-average" in flat

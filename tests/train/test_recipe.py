@@ -95,3 +95,30 @@ def test_missing_folder_is_named(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, VALID))
     with pytest.raises(RecipeError, match="folder .*data does not exist"):
         recipe.resolve_roots(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fit", "--help"], ["(default: 40)", "(default: 0.3)", "--balance"]),
+        (["compare", "--help"], ["default: original,variant1,variant2,fast,fast_small"]),
+    ],
+)
+def test_training_help_shows_defaults(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                      expected: list[str]) -> None:
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    flat = " ".join(capsys.readouterr().out.split())
+    for text in expected:
+        assert text in flat, text
+
+
+def test_export_help_is_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
+    from export.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "--name" in out and "metadata" in out
