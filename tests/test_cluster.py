@@ -131,6 +131,22 @@ def single_rows(tiny_classifier_path: Path) -> list[WindowSummary]:
 @pytest.mark.parametrize(
     ("node_cpus", "actors", "share"),
     [
+        ([1, 2], 3, 0.33),  # 2 cameras + 1 classifier: after losing the 2-CPU node all three fit on the head
+        ([1, 2], 4, 0.25),
+        ([4], 3, 1.0),  # one node: nothing to fall back on, the fitting share
+        ([2, 2, 2], 6, 0.66),
+    ],
+)
+def test_the_default_share_leaves_room_for_the_loss_of_a_node(node_cpus: list[float], actors: int,
+                                                               share: float) -> None:
+    from edumood_live.cluster.driver import resilient_share
+
+    assert resilient_share(node_cpus, actors) == share
+
+
+@pytest.mark.parametrize(
+    ("node_cpus", "actors", "share"),
+    [
         ([1, 2], 4, 0.66),  # 3 cameras + 1 classifier on a 1-CPU head and a 2-CPU node: 3/4 = 0.75 would hang
         ([1, 2], 3, 1.0),
         ([3], 4, 0.75),

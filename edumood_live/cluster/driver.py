@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 FORWARDED_ENV = ("OPENCV_FFMPEG_CAPTURE_OPTIONS", "OPENCV_FFMPEG_LOGLEVEL")  # FFmpeg settings for cameras
 STOP_GRACE_S = 30.0  # after stop(), how long the cameras get to deliver their last windows
+SILENT_S = 10.0  # a camera worker that answers no poll for this long is waiting for Ray (a node left?)
 STATS_TIMEOUT_S = 10.0
 
 
@@ -69,6 +70,16 @@ def fitting_share(node_cpus: list[float], actors: int) -> float:
     return 0.01
 
 
+def resilient_share(node_cpus: list[float], actors: int) -> float:
+    """`fitting_share` with room to place every actor again after the largest node is lost.
+
+    Ray's CPU shares are bookkeeping (a process may use more), so a smaller share costs nothing while
+    all nodes are up; without the headroom, workers of a lost node wait for ever for a place.
+    """
+    cpus = sorted(c for c in node_cpus if c > 0)
+    return fitting_share(cpus[:-1] if len(cpus) > 1 else cpus, actors)
+
+
 @dataclass
 class Camera:
     """The driver's view of one camera worker (read it, do not change it): its source name, the worker's
@@ -86,6 +97,8 @@ class Camera:
     frames_before: int = 0  # processed by the incarnations that died
     stats: dict[str, object] = field(default_factory=dict)
     last_seen: ClusterWindow | None = None  # the last row with frames: what the live view shows at the end
+    heard_at: float = 0.0  # monotonic time of the worker's last answer to a poll
+    warned_at: float = 0.0  # when the driver last said that this camera is silent
 
     @property
     def actor(self) -> str:
@@ -234,7 +247,7 @@ class ClusterRun:
         total = float(ray.cluster_resources().get("CPU", 0.0))
         cameras = len(self.config.sources)
         node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
-        share = fitting_share(node_cpus, cameras + len(strategies))
+        share = resilient_share(node_cpus, cameras + len(strategies))
         camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
         classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
         wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
@@ -309,14 +322,23 @@ class ClusterRun:
         live = any(c.live for c in self._cameras)
         deadline = started + duration_s if live and duration_s is not None else None
         stop_by: float | None = None
+        for camera in pending.values():
+            camera.heard_at = time.monotonic()
         while pending:
             now = time.monotonic()
+            self._report_silent(pending.values(), now)
             if stop_by is None and (self._stop.is_set() or (deadline is not None and now >= deadline)):
                 if not self._stop.is_set():
                     logger.info("duration of %g s reached", duration_s)
                 for camera in pending.values():
                     camera.handle.stop.remote()
                 stop_by = now + STOP_GRACE_S
+                silent = [ref for ref, c in pending.items() if now - c.heard_at > SILENT_S]
+                for ref in silent:  # a worker waiting for a node cannot write its last window: do not wait
+                    camera = pending.pop(ref)
+                    logger.error("%s: its worker has been waiting for Ray for %.0f s; stopping without its last "
+                                 "window", camera.name, now - camera.heard_at)
+                    self.source_states[camera.name] = "stopped"
             if stop_by is not None and now > stop_by:
                 late = sorted(c.name for c in pending.values())
                 logger.error("%s did not finish within %g s of stopping; their last windows are lost",
@@ -328,6 +350,7 @@ class ClusterRun:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.cluster.poll_s)
             for ref in ready:
                 camera = pending.pop(ref)
+                camera.heard_at = time.monotonic()
                 try:
                     report: CameraReport = ray.get(ref)
                 except RayActorError as exc:  # Ray will not restart it any more
@@ -352,6 +375,30 @@ class ClusterRun:
                     for sink in self._sinks:
                         if isinstance(sink, LiveSink):
                             sink.update(final)
+
+    def _report_silent(self, cameras: Iterable[Camera], now: float) -> None:
+        """Say, every SILENT_S, which cameras have not answered for SILENT_S and what the cluster has: a
+        worker that lost its node waits (silently, in Ray) until a node with room for it exists."""
+        silent = [c for c in cameras if now - c.heard_at > SILENT_S and now - c.warned_at > SILENT_S]
+        if not silent:
+            return
+        for camera in silent:
+            camera.warned_at = now
+        try:
+            free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+            room = f"the cluster now has {nodes} node(s), {total:g} CPUs, {free:g} free"
+        except Exception as exc:  # the GCS itself may be unreachable: say so rather than fail the run
+            room = f"the cluster cannot be asked ({_first_line(exc)})"
+        names = ", ".join(f"{c.name} ({now - c.heard_at:.0f} s)" for c in silent)
+        logger.warning("no rows from %s: their workers are waiting for Ray to place them again (did a node "
+                       "leave?); %s; Ctrl-C stops without them", names, room)
+        for camera in silent:
+            if camera.last_seen is not None:
+                waiting = self._live_state(camera.last_seen, "waiting for a node")
+                for sink in self._sinks:
+                    if isinstance(sink, LiveSink):
+                        sink.update(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
 
     def _restarted(self, camera: Camera, report: CameraReport, stopping: bool) -> None:
         """Ray restarted the worker (a new process): tell it where to pick up."""
