@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cluster mode: one Ray actor per source and a shared batching classifier (needs "
                         "pip install 'edumood-live[cluster]'); ADDRESS of a running cluster ('auto', "
                         "host:6379, ray://host:10001), or none to start Ray on this machine")
+    ray = p.add_argument_group("cluster mode (--ray)")
+    ray.add_argument("--camera-cpus", type=pos, metavar="N",
+                     help="CPUs Ray reserves per camera worker (default: shared out so that every worker fits "
+                          "node by node, with room to re-place a lost node's workers)")
+    ray.add_argument("--classifier-cpus", type=pos, metavar="N", help="CPUs per classifier worker (default: as above)")
+    ray.add_argument("--classifier-replicas", metavar="N|per-node", default="1",
+                     help="shared classifier workers: a number, or per-node (one on every node; default 1)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -332,7 +339,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         if args.ray is None:
             pipeline: Pipeline | ClusterRun = Pipeline(config, sinks=sinks)
         else:
-            pipeline = open_cluster(config, args.ray, sinks)
+            pipeline = open_cluster(config, args.ray, sinks, args)
     logger.info("starting: %s", pipeline.describe())
     logger.info(RESPONSIBLE_USE)
     if args.no_console and not config.output.writes_rows:
@@ -353,7 +360,8 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def open_cluster(config: RunConfig, address: str, sinks: list[Any]) -> ClusterRun:
+def open_cluster(config: RunConfig, address: str, sinks: list[Any], args: argparse.Namespace | None = None
+                 ) -> ClusterRun:
     """``--ray [ADDRESS]``: the same run spread over Ray (ConfigError when Ray is not installed)."""
     try:
         from edumood_live.cluster import ClusterConfig, ClusterRun
@@ -368,7 +376,13 @@ def open_cluster(config: RunConfig, address: str, sinks: list[Any]) -> ClusterRu
 
         for source in config.sources:
             check_local_path(source.spec)
-    return ClusterRun(config, ClusterConfig(address=None if address == LOCAL_RAY else address), sinks=sinks)
+    sizing: dict[str, Any] = {}
+    if args is not None:
+        replicas = args.classifier_replicas
+        sizing = {"camera_cpus": args.camera_cpus, "classifier_cpus": args.classifier_cpus,
+                  "classifier_replicas": int(replicas) if replicas.isdigit() else replicas}
+    cluster = ClusterConfig(address=None if address == LOCAL_RAY else address, **sizing)
+    return ClusterRun(config, cluster, sinks=sinks)
 
 
 def report_command(argv: Sequence[str]) -> int:
@@ -402,7 +416,8 @@ FIELD_FLAGS = {
     "intra_op_threads": "--threads", "window_s": "--window", "min_group": "--min-group", "max_fps": "--max-fps",
     "stride": "--stride", "duration_s": "--duration", "max_retries": "--max-retries",
     "read_timeout_s": "--read-timeout", "watchdog_s": "--watchdog", "csv_path": "--csv", "jsonl_path": "--jsonl",
-    "folder_fps": "--folder-fps",
+    "folder_fps": "--folder-fps", "camera_cpus": "--camera-cpus", "classifier_cpus": "--classifier-cpus",
+    "classifier_replicas": "--classifier-replicas",
 }  # fmt: skip
 _FIELD_RE = re.compile(r"\b(" + "|".join(FIELD_FLAGS) + r")=")
 
