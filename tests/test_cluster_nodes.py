@@ -98,3 +98,18 @@ def test_a_lost_node_s_cameras_restart_elsewhere_and_no_row_is_lost(two_nodes: t
     # every file still gives exactly the rows of an uninterrupted single-process run
     single = run_single(_config(tiny_classifier_path, (str(long_clip), str(long_clip))))
     assert sorted(_comparable(rows)) == sorted(_comparable(single))
+
+
+def test_cameras_that_cannot_be_placed_are_named_with_what_would_fit(
+    two_nodes: tuple, tiny_classifier_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edumood_live.cluster import ClusterConfig, ClusterRun
+    from edumood_live.errors import ClusterError
+
+    clip = str(demo_clip_path())
+    config = _config(tiny_classifier_path, (clip, clip, "demo"))
+    with caplog.at_level("WARNING"), pytest.raises(ClusterError, match="did not open within"):
+        ClusterRun(config, ClusterConfig(poll_s=0.1, start_timeout_s=5.0, camera_cpus=1.5))
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "3 camera(s) at 1.5 CPU each do not fit these nodes (" in said and "room for 1" in said
+    assert "--camera-cpus 0.25 would fit them all" in said

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 FORWARDED_ENV = ("OPENCV_FFMPEG_CAPTURE_OPTIONS", "OPENCV_FFMPEG_LOGLEVEL")  # FFmpeg settings for cameras
 STOP_GRACE_S = 30.0  # after stop(), how long the cameras get to deliver their last windows
 SILENT_S = 10.0  # a camera worker that answers no poll for this long is waiting for Ray (a node left?)
+STOP_SILENT_S = 3.0  # at a stop, a worker silent this long is not waited for (a live one answers in < 1 s)
 STATS_TIMEOUT_S = 10.0
 
 
@@ -251,6 +252,13 @@ class ClusterRun:
         camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
         classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
         wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
+        places = sum(int(c / camera_cpus + 1e-9) for c in node_cpus)  # cameras the nodes could hold, node by node
+        if cl.camera_cpus is not None and places < cameras:
+            logger.warning(
+                "%d camera(s) at %g CPU each do not fit these nodes (%s CPUs: room for %d); the rest wait for a "
+                "node with room. --camera-cpus %g would fit them all", cameras, camera_cpus,
+                "+".join(f"{c:g}" for c in node_cpus), places, share,
+            )  # fmt: skip
         if wanted > total + 1e-6:
             logger.warning(
                 "this run asks Ray for %.2f CPUs (%d cameras x %g + %d classifiers x %g) but the cluster has "
@@ -333,7 +341,7 @@ class ClusterRun:
                 for camera in pending.values():
                     camera.handle.stop.remote()
                 stop_by = now + STOP_GRACE_S
-                silent = [ref for ref, c in pending.items() if now - c.heard_at > SILENT_S]
+                silent = [ref for ref, c in pending.items() if now - c.heard_at > STOP_SILENT_S]
                 for ref in silent:  # a worker waiting for a node cannot write its last window: do not wait
                     camera = pending.pop(ref)
                     logger.error("%s: its worker has been waiting for Ray for %.0f s; stopping without its last "
