@@ -422,11 +422,10 @@ FIELD_FLAGS = {
 _FIELD_RE = re.compile(r"\b(" + "|".join(FIELD_FLAGS) + r")=")
 
 
-def fail(exc: BaseException, flags: bool = True) -> int:
+def fail(exc: BaseException) -> int:
     """Print ``error: <one line>`` to stderr (config fields named as flags); the exit status for user errors."""
     message = " ".join(str(exc).split()) or type(exc).__name__
-    if flags:
-        message = _FIELD_RE.sub(lambda m: f"{FIELD_FLAGS[m.group(1)]} ", message)
+    message = _FIELD_RE.sub(lambda m: f"{FIELD_FLAGS[m.group(1)]} ", message)
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     return EXIT_USAGE

@@ -411,11 +411,10 @@ class Pipeline:
         closed += feed.aggregator.finish(ended=feed.final_state == SourceState.ENDED.value)
         if feed.final_state == SourceState.FAILED.value:
             logger.error("%s failed: %s; its rows stop here", feed.name, stats.last_error or "unknown error")
-        elif stats.decode_errors and not feed.source.live and feed.final_state == SourceState.ENDED.value:
-            logger.warning("%s ended after %d frames; %d could not be decoded and were skipped (last: %s)",
-                           feed.name, feed.processed, stats.decode_errors, stats.last_error)
         elif stats.last_error and not feed.source.live and feed.final_state == SourceState.ENDED.value:
-            logger.warning("%s ended after %d frames; %s", feed.name, feed.processed, stats.last_error)
+            note = (f"{stats.decode_errors} could not be decoded and were skipped (last: {stats.last_error})"
+                    if stats.decode_errors else stats.last_error)
+            logger.warning("%s ended after %d frames; %s", feed.name, feed.processed, note)
         else:
             logger.info("%s %s after %d frames", feed.name, feed.final_state, feed.processed)
         self.source_states[feed.name] = feed.final_state

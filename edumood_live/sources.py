@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+SCHEME_RE = re.compile(r"^([a-zA-Z][\w+.-]*)://")  # a URL's scheme: not a local path
 HTTP_SCHEMES = ("http", "https")  # a link that serves a file of known length is read like a file
 TRUNCATED_SHARE = 0.9  # a file that ends before this share of its announced frames is reported
 IMAGE_SUFFIXES = frozenset(
@@ -477,7 +478,7 @@ def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None 
     file-backed capture this way).
     """
     spec = config.spec.strip()
-    scheme = re.match(r"^([a-zA-Z][\w+.-]*)://", spec)
+    scheme = SCHEME_RE.match(spec)
     if spec == "demo":
         return VideoFileSource(config, demo_path(), name="demo")
     if spec == "webcam" or spec.isdigit() or scheme is not None and scheme.group(1).lower() in LIVE_SCHEMES:
@@ -503,7 +504,7 @@ def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None 
 def check_local_path(spec: str) -> None:
     """SourceError when ``spec`` names a local file or folder that does not exist (cheap: no opening)."""
     spec = spec.strip()
-    if spec in ("demo", "webcam") or spec.isdigit() or re.match(r"^[a-zA-Z][\w+.-]*://", spec):
+    if spec in ("demo", "webcam") or spec.isdigit() or SCHEME_RE.match(spec):
         return
     if not Path(spec).expanduser().exists():
         raise SourceError(

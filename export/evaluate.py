@@ -3,8 +3,8 @@
 ``python -m export.evaluate --model default --model fast`` loads each ONNX model with the runtime's own
 `FaceClassifier`, builds the recipe's data with the model's own input size and crop (the runtime's
 detector and `crop_faces`, cached under ``runs/cache``), and classifies the test split with onnxruntime.
-A source none of whose folders is among the training sources in the model's own metadata
-(``trained_on``) is cross-source; "cross-source, pooled" scores all of their faces together. Per source
+A source from a dataset none of whose folders trained the model (per the model's own ``trained_on``
+metadata) is cross-source; "cross-source, pooled" scores all of their faces together. Per source
 it also prints the share of each predicted label, so a source mapped onto one label shows at a glance.
 """
 

@@ -125,29 +125,20 @@ def _image_weights(data: Dataset, path: str | None) -> np.ndarray:
 
 def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, float],
                       balance: str, image_weights: np.ndarray | None = None) -> np.ndarray:
-    """Sampling probabilities: per source weight times per image weight, and with ``balance='class'``
-    equal mass per label."""
+    """Sampling probabilities: per source weight times per image weight; with ``balance='class'`` equal
+    mass per label, with ``balance='source'`` also equal mass per source within each label."""
     image_w = np.ones(len(idx)) if image_weights is None else image_weights[idx]
-    if balance == "source":  # every label equally often, and within a label every source that has it
-        weights = np.zeros(len(idx))
-        for k in range(len(data.labels)):
-            sources = np.unique(data.source[idx][data.targets[idx] == k])
-            for s in sources:
-                cell = (data.targets[idx] == k) & (data.source[idx] == s)
-                w = source_weights.get(data.source_names[s], 1.0) * image_w[cell]
-                weights[cell] = w / w.sum() / len(sources)
-        return weights / weights.sum()
+    w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]]) * image_w
     if balance == "none":
-        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]]) * image_w
         return w / w.sum()
+    targets, sources = data.targets[idx], data.source[idx]
     weights = np.zeros(len(idx))
-    for k in range(len(data.labels)):
-        in_class = data.targets[idx] == k
-        if not in_class.any():
-            continue
-        src = data.source[idx][in_class]
-        w = np.array([source_weights.get(data.source_names[s], 1.0) for s in src]) * image_w[in_class]
-        weights[in_class] = w / w.sum()
+    for k in np.unique(targets):
+        in_class = targets == k
+        cells = [in_class & (sources == s) for s in np.unique(sources[in_class])] if balance == "source" \
+            else [in_class]
+        for cell in cells:
+            weights[cell] = w[cell] / w[cell].sum() / len(cells)
     return weights / weights.sum()
 
 

@@ -68,9 +68,10 @@ def _require(table: dict, key: str, kind: type, where: str) -> object:
     return value
 
 
-def _fractions(table: dict, where: str, val_default: float, test_default: float) -> tuple[float, float]:
-    val = float(table.get("val_fraction", val_default))
-    test = float(table.get("test_fraction", test_default))
+def _fractions(table: dict, where: str) -> tuple[float, float]:
+    """(val, test) fractions of a [split] or [[sources]] table (0.15 each unless given), checked."""
+    val = float(table.get("val_fraction", 0.15))
+    test = float(table.get("test_fraction", 0.15))
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise RecipeError(f"{where}: split fractions val={val}, test={test} must be in [0, 1) and sum below 1")
     return val, test
@@ -99,7 +100,7 @@ def _parse_source(raw: dict, labels: tuple[str, ...], where: str) -> SourceSpec:
         raise RecipeError(f"{where}: 'votes' must be a CSV path, got {votes!r}")
     fractions = None
     if "val_fraction" in raw or "test_fraction" in raw:
-        fractions = _fractions(raw, where, 0.15, 0.15)
+        fractions = _fractions(raw, where)
     label_map = _require(raw, "labels", dict, where)
     if not label_map:
         raise RecipeError(f"{where}: 'labels' maps no folder onto a label")
@@ -128,7 +129,7 @@ def load_recipe(path: Path) -> Recipe:
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise RecipeError(f"{where}: 'labels' must list at least two distinct labels, got {labels_raw!r}")
     seed = int(_require(raw, "seed", int, where))
-    val, test = _fractions(raw.get("split", {}), where, 0.15, 0.15)
+    val, test = _fractions(raw.get("split", {}), where)
     sources_raw = raw.get("sources")
     if not isinstance(sources_raw, list) or not sources_raw:
         raise RecipeError(f"{where}: needs at least one [[sources]] table")

@@ -59,16 +59,17 @@ def fitting_share(node_cpus: list[float], actors: int) -> float:
     cpus = [c for c in node_cpus if c > 0]
     if not cpus or actors < 1:
         return 1.0
-
-    def places(share: float) -> int:
-        return sum(math.floor(c / share + 1e-9) for c in cpus)
-
     candidates = sorted({min(1.0, c / k) for c in cpus for k in range(1, actors + 1)}, reverse=True)
     for share in candidates:
         share = math.floor(100 * share) / 100
-        if share > 0 and places(share) >= actors:
+        if share > 0 and places(cpus, share) >= actors:
             return share
     return 0.01
+
+
+def places(node_cpus: list[float], share: float) -> int:
+    """How many actors of ``share`` CPUs the nodes hold, node by node."""
+    return sum(math.floor(c / share + 1e-9) for c in node_cpus if c > 0)
 
 
 def resilient_share(node_cpus: list[float], actors: int) -> float:
@@ -252,12 +253,12 @@ class ClusterRun:
         camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
         classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
         wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
-        places = sum(int(c / camera_cpus + 1e-9) for c in node_cpus)  # cameras the nodes could hold, node by node
-        if cl.camera_cpus is not None and places < cameras:
+        room = places(node_cpus, camera_cpus)
+        if cl.camera_cpus is not None and room < cameras:
             logger.warning(
                 "%d camera(s) at %g CPU each do not fit these nodes (%s CPUs: room for %d); the rest wait for a "
                 "node with room. --camera-cpus %g would fit them all", cameras, camera_cpus,
-                "+".join(f"{c:g}" for c in node_cpus), places, share,
+                "+".join(f"{c:g}" for c in node_cpus), room, share,
             )  # fmt: skip
         if wanted > total + 1e-6:
             logger.warning(
@@ -379,10 +380,7 @@ class ClusterRun:
                 camera.last_seen = next((r for r in reversed(rows) if r.frames), camera.last_seen)
                 yield from self._emit(rows)
                 if report.done and camera.last_seen is not None:  # ended, failed or stopped: say so
-                    final = self._live_state(camera.last_seen, self.source_states[camera.name])
-                    for sink in self._sinks:
-                        if isinstance(sink, LiveSink):
-                            sink.update(final)
+                    self._show(self._live_state(camera.last_seen, self.source_states[camera.name]))
 
     def _report_silent(self, cameras: Iterable[Camera], now: float) -> None:
         """Say, every SILENT_S, which cameras have not answered for SILENT_S and what the cluster has: a
@@ -404,9 +402,13 @@ class ClusterRun:
         for camera in silent:
             if camera.last_seen is not None:
                 waiting = self._live_state(camera.last_seen, "waiting for a node")
-                for sink in self._sinks:
-                    if isinstance(sink, LiveSink):
-                        sink.update(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
+                self._show(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
+
+    def _show(self, state: LiveState) -> None:
+        """Hand the live view (if any) one camera's state."""
+        for sink in self._sinks:
+            if isinstance(sink, LiveSink):
+                sink.update(state)
 
     def _restarted(self, camera: Camera, report: CameraReport, stopping: bool) -> None:
         """Ray restarted the worker (a new process): tell it where to pick up."""
