@@ -127,15 +127,40 @@ class Objective(nn.Module):
         return self
 
 
+@dataclass
+class AuxTask:
+    """A second labelled set trained beside the main one, through its own head on the shared features.
+
+    Fine-tuning on a few thousand 4-class images forgets what pretraining on 8 emotions taught; training
+    the 8-class head on its own data in the same steps keeps those features, while the 4-class head never
+    sees the auxiliary images (so their look cannot become a 4-class label). ``order`` holds as many
+    sample indices as the main epoch's order; each step pairs one main batch with one auxiliary batch.
+    """
+
+    images: torch.Tensor  # uint8 (M, C, h, w)
+    targets: torch.Tensor  # (M, K') target distributions
+    head: nn.Module
+    weight: float
+    order: np.ndarray
+
+
+def _augmented(images_u8: torch.Tensor, size: tuple[int, int], device: torch.device,
+               generator: torch.Generator) -> torch.Tensor:
+    return degrade(augment(to_input(jpeg(images_u8, generator).to(device, non_blocking=True), size),
+                           generator), generator)
+
+
 def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, order: np.ndarray,
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                     loss_fn: Objective, size: tuple[int, int], batch_size: int, device: torch.device,
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
                     on_batch: Callable[[int], None] | None = None,
-                    on_step: Callable[[], None] | None = None) -> float:
+                    on_step: Callable[[], None] | None = None, aux: AuxTask | None = None) -> float:
     """One pass over ``order`` (sample indices); returns the mean training loss.
 
-    ``targets`` are class indices (N,) or target distributions (N, K) (crowd votes, one-hot labels).
+    ``targets`` are class indices (N,) or target distributions (N, K) (crowd votes, one-hot labels). With
+    ``aux``, main and auxiliary batch go through the network as one batch (batch norm sees both) and the
+    loss adds ``aux.weight`` times the auxiliary head's cross-entropy.
     """
     model.train()
     total, seen = 0.0, 0
@@ -144,11 +169,17 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         idx = torch.from_numpy(order[start:start + batch_size])
         if len(idx) < 2:
             continue  # batch norm needs two samples
-        x = degrade(augment(to_input(jpeg(images[idx], generator).to(device, non_blocking=True), size),
-                            generator), generator)
+        x = _augmented(images[idx], size, device, generator)
         y = targets[idx].to(device, non_blocking=True)
         with autocast:
-            loss = loss_fn(model(x), y, x)
+            if aux is None:
+                loss = loss_fn(model(x), y, x)
+            else:
+                aux_idx = torch.from_numpy(aux.order[start:start + batch_size])
+                features = model.embed(torch.cat([x, _augmented(aux.images[aux_idx], size, device, generator)]))
+                aux_loss = F.cross_entropy(aux.head(features[len(idx):]),
+                                           aux.targets[aux_idx].to(device, non_blocking=True))
+                loss = loss_fn(model.head(features[:len(idx)]), y, x) + aux.weight * aux_loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

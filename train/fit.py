@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import nn
 
 from edumood_live.classifier import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
-from train.engine import Objective, fit_calibration, predict_logits, train_one_epoch
+from train.engine import AuxTask, Objective, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, build_model, count_parameters
 from train.recipe import load_recipe
@@ -57,6 +57,11 @@ class TrainConfig:
     teacher: str | None = None  # best.pt of a trained run (same labels; any input size) to distil from
     distill_weight: float = 0.5  # share of the teacher's soft targets in the loss
     distill_temperature: float = 2.0
+    # a second recipe trained beside this one through its own head on the shared features (its train split
+    # only, never an image this recipe holds out), e.g. the 8 FER+ emotions while fine-tuning on 4 classes
+    aux_recipe: str | None = None
+    aux_weight: float = 0.5  # weight of the auxiliary head's loss
+    backbone_lr_scale: float = 1.0  # learning rate of everything but the heads, as a share of lr
     device: str = "auto"
     threads: int = 2
     crop_margin: float = CropSpec().margin  # the crop every image is cut with; exported into the model
@@ -72,6 +77,9 @@ class TrainConfig:
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
                              f"{self.distill_weight} and {self.distill_temperature}")
+        if self.aux_weight < 0 or not 0 < self.backbone_lr_scale <= 1:
+            raise ValueError(f"aux_weight must be >= 0 and backbone_lr_scale in (0, 1], got {self.aux_weight} "
+                             f"and {self.backbone_lr_scale}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r} is not allowed; choose auto, cpu or cuda")
 
@@ -113,6 +121,13 @@ def load_run_data(cfg: TrainConfig) -> Dataset:
     size = (ARCHS[cfg.arch].input_size,) * 2
     data = _load_data(cfg, size, 1, Path("runs/cache"))
     return _apply_split_file(data, Path(cfg.split_file)) if cfg.split_file else data
+
+
+def _aux_train_data(cfg: TrainConfig, size: tuple[int, int]) -> Dataset:
+    """The auxiliary recipe's training split, without any image the main recipe holds out."""
+    data = _load_data(replace(cfg, recipe=cfg.aux_recipe, exclude_heldout_of=cfg.recipe), size, 1,
+                      Path("runs/cache"))
+    return data.subset(data.split_mask("train"))
 
 
 def _image_weights(data: Dataset, path: str | None) -> np.ndarray:
@@ -190,11 +205,18 @@ def run(cfg: TrainConfig) -> dict:
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     model = build_model(cfg.arch, len(data.labels)).to(device)
+    aux_data = _aux_train_data(cfg, size) if cfg.aux_recipe else None
+    if aux_data is not None and distributed:
+        raise ValueError("--aux-recipe trains in one process only (no torchrun)")
+    aux_head = nn.Linear(model.head.in_features, len(aux_data.labels)).to(device) if aux_data else None
     if cfg.init_from:
         state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
         missing = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")},
                                         strict=False)
         log.info("initialised from %s (not loaded: %s)", cfg.init_from, missing.missing_keys)
+        if aux_head is not None and state["head.weight"].shape == aux_head.weight.shape:
+            aux_head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+            log.info("auxiliary head initialised from %s's head", cfg.init_from)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
     # The averaged weights (BN statistics included) are what is validated and saved: the raw weights
     # of a small net on small data swing from epoch to epoch.
@@ -202,9 +224,13 @@ def run(cfg: TrainConfig) -> dict:
            if cfg.ema_decay > 0 else None)
 
     steps_per_epoch = max(1, len(train_idx) // world // cfg.batch_size)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs *
-                                                    (steps_per_epoch + 1), pct_start=0.15)
+    heads = list(model.head.parameters()) + ([] if aux_head is None else list(aux_head.parameters()))
+    in_heads = {id(p) for p in heads}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in in_heads],
+               "lr": cfg.lr * cfg.backbone_lr_scale}, {"params": heads, "lr": cfg.lr}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                    total_steps=cfg.epochs * (steps_per_epoch + 1), pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     teacher, teacher_size = _load_teacher(cfg.teacher, data.labels, device) if cfg.teacher else (None, None)
     loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature, teacher_size)
@@ -215,6 +241,8 @@ def run(cfg: TrainConfig) -> dict:
         model.load_state_dict(ckpt["model"])
         if ema is not None and "ema" in ckpt:
             ema.load_state_dict(ckpt["ema"])
+        if aux_head is not None:
+            aux_head.load_state_dict(ckpt["aux_head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_f1, best_epoch, history = (ckpt["epoch"] + 1, ckpt["best_f1"], ckpt["best_epoch"],
@@ -243,12 +271,16 @@ def run(cfg: TrainConfig) -> dict:
             order = rng.choice(train_idx, size=steps_per_epoch * cfg.batch_size * world, p=weights)
             order = order[rank::world]
             generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + rank)
+            aux = None if aux_data is None else AuxTask(
+                torch.from_numpy(aux_data.images), torch.from_numpy(aux_data.soft), aux_head, cfg.aux_weight,
+                rng.integers(0, len(aux_data.targets), size=len(order)))
             progress.reset(task, description=f"epoch {epoch + 1}/{cfg.epochs}")
             t0 = time.perf_counter()
             loss = train_one_epoch(net, images, targets, order, optimizer, scheduler, loss_fn, size,
                                    cfg.batch_size, device, generator, scaler,
                                    on_batch=lambda n: progress.advance(task, n),
-                                   on_step=None if ema is None else lambda: ema.update_parameters(model))
+                                   on_step=None if ema is None else lambda: ema.update_parameters(model),
+                                   aux=aux)
             if rank != 0:
                 continue
             evaluated = model if ema is None else ema.module
@@ -263,6 +295,7 @@ def run(cfg: TrainConfig) -> dict:
                 torch.save({"model": evaluated.state_dict(), "meta": meta, "epoch": epoch}, out / "best.pt")
             torch.save({"model": model.state_dict(), "ema": None if ema is None else ema.state_dict(),
                         "optimizer": optimizer.state_dict(),
+                        "aux_head": None if aux_head is None else aux_head.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
                         "best_epoch": best_epoch, "history": history, "meta": meta}, last)
     results = finalize(out, data, device, history) if rank == 0 else {}

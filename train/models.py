@@ -3,7 +3,8 @@
 Every model takes ``(N, C, H, W)`` float32 input already normalised with the dataset mean/std, applies
 per-image brightness/contrast normalisation itself (so it is part of the exported ONNX graph and the
 runtime cannot forget it), and returns logits ``(N, K)``. The last layer is always ``head`` so
-pretrained weights transfer to a new class count by dropping ``head.*``.
+pretrained weights transfer to a new class count by dropping ``head.*``; ``embed(x)`` gives what ``head``
+reads, so a second head can train on the same features (train/fit.py, ``--aux-recipe``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ class OriginalCNN(nn.Module):
                                 nn.Dropout(0.5))
         self.head = nn.Linear(256, num_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features ``head`` reads (also what an auxiliary training head reads)."""
+        return self.fc(self.features(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fc(self.features(x)))
+        return self.head(self.embed(x))
 
 
 class DepthwiseSeparable(nn.Module):
@@ -95,8 +100,12 @@ class FastCNN(nn.Module):
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3))
         self.head = nn.Linear(c, num_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features ``head`` reads (also what an auxiliary training head reads)."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.embed(x))
 
 
 @dataclass(frozen=True)

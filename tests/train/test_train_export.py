@@ -13,7 +13,7 @@ from edumood_live.classifier import ClassifierConfig, CropSpec, FaceClassifier
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
 from train.__main__ import main
 from train.data import build_dataset
-from train.fit import TrainConfig, run
+from train.fit import TrainConfig, _aux_train_data, run
 from train.recipe import load_recipe
 
 
@@ -131,6 +131,44 @@ def test_distillation_from_a_trained_run(trained_run: Path, tiny_face_data: Path
     with pytest.raises(ValueError, match="teacher .* has labels"):
         run(TrainConfig(arch="fast_small", out_dir=str(tmp_path / "other"), teacher=str(tmp_path / "relabelled.pt"),
                         **common))
+
+
+AUX_RECIPE = """
+name = "tiny-aux"
+labels = ["Side", "Centre"]
+seed = 11
+[split]
+val_fraction = 0.2
+test_fraction = 0.0
+[[sources]]
+name = "clip"
+roots = ["faces"]
+kind = "crops"
+[sources.labels]
+left = "Side"
+middle = "Centre"
+right = "Side"
+"""
+
+
+def test_an_auxiliary_recipe_trains_its_own_head_on_its_train_split_only(tiny_face_data: Path,
+                                                                          tmp_path: Path) -> None:
+    (tmp_path / "aux.toml").write_text(AUX_RECIPE)
+    cfg = TrainConfig(recipe=str(tiny_face_data / "recipe.toml"), arch="fast_small", data_root=str(tiny_face_data),
+                      out_dir=str(tmp_path / "run"), epochs=2, batch_size=16, patience=3, threads=1,
+                      aux_recipe=str(tmp_path / "aux.toml"), aux_weight=0.5, backbone_lr_scale=0.3)
+    metrics = run(cfg)
+    assert 0.0 <= metrics["splits"]["test"]["all"]["macro_f1"] <= 1.0
+    last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert last["aux_head"]["weight"].shape[0] == 2  # the auxiliary labels' own head was trained and saved
+    best = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["model"]["head.weight"].shape[0] == 3 and not any("aux" in k for k in best["model"])
+    # no image the main recipe holds out (val/test) trains the auxiliary head
+    main = build_dataset(load_recipe(tiny_face_data / "recipe.toml"), tiny_face_data, (48, 48), 1,
+                         cache_dir=tmp_path / "cache", crop=CropSpec(0.3))
+    held_out = {h for h, s in zip(main.hashes, main.split, strict=True) if s != 0}
+    aux_train = _aux_train_data(cfg, (48, 48))
+    assert held_out and len(aux_train.hashes) and not held_out & set(aux_train.hashes)
 
 
 def test_evaluate_scores_the_onnx_model_per_source_the_runtime_way(trained_run: Path, tiny_face_data: Path,
