@@ -26,11 +26,12 @@ import numpy as np
 import edumood_live.pipeline as pipeline_module
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from edumood_live.config import OutputConfig, RunConfig
-from edumood_live.console import ConsoleSink, LiveState
 from edumood_live.detector import DetectorConfig
 from edumood_live.errors import ModelError
 from edumood_live.pipeline import Pipeline
 from edumood_live.resources import default_classifier_path
+from edumood_live.sinks import LiveState
+from edumood_live.sinks.console import ConsoleSink
 from edumood_live.sources import Source, SourceConfig, SourceState, SourceStats, VideoFileSource
 from edumood_live.types import Frame, WindowSummary
 

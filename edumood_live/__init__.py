@@ -10,9 +10,9 @@ The public API is small::
 
     rows = run(config)                      # the same, to the end, as a list
 
-Stage configs (`SourceConfig`, `DetectorConfig`, `ClassifierConfig`, `TrackerConfig`) live in their
-modules and are re-exported here. Names are imported lazily, so ``import edumood_live`` stays cheap
-(MediaPipe and onnxruntime load on first use).
+Every config (`SourceConfig`, `DetectorConfig`, `ClassifierConfig`, `TrackerConfig`, `OutputConfig`,
+`RunConfig`) lives in `edumood_live.config` and is re-exported here. Names are
+imported lazily, so ``import edumood_live`` stays cheap (MediaPipe and onnxruntime load on first use).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ _EXPORTS = {
     "RunConfig": "edumood_live.config",
     "OutputConfig": "edumood_live.config",
     "PipelineStats": "edumood_live.stats",
-    "SourceConfig": "edumood_live.sources",
-    "DetectorConfig": "edumood_live.detector",
-    "ClassifierConfig": "edumood_live.classifier",
-    "TrackerConfig": "edumood_live.tracker",
+    "SourceConfig": "edumood_live.config",
+    "DetectorConfig": "edumood_live.config",
+    "ClassifierConfig": "edumood_live.config",
+    "TrackerConfig": "edumood_live.config",
     "WindowSummary": "edumood_live.types",
-    "WindowStatus": "edumood_live.types",
+    "WindowStatus": "edumood_live.states",
     "EduMoodError": "edumood_live.errors",
     "ConfigError": "edumood_live.errors",
     "SourceError": "edumood_live.errors",
@@ -67,15 +67,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from edumood_live.classifier import ClassifierConfig
-    from edumood_live.config import OutputConfig, RunConfig
-    from edumood_live.detector import DetectorConfig
+    from edumood_live.config import (
+        ClassifierConfig,
+        DetectorConfig,
+        OutputConfig,
+        RunConfig,
+        SourceConfig,
+        TrackerConfig,
+    )
     from edumood_live.errors import ConfigError, EduMoodError, ModelError, OutputError, SourceError
     from edumood_live.pipeline import Pipeline, run
-    from edumood_live.sources import SourceConfig
+    from edumood_live.states import WindowStatus
     from edumood_live.stats import PipelineStats
-    from edumood_live.tracker import TrackerConfig
-    from edumood_live.types import WindowStatus, WindowSummary
+    from edumood_live.types import WindowSummary
 
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

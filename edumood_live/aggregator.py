@@ -107,6 +107,22 @@ def engagement_index(shares: dict[str, float | None]) -> float | None:
     return float(engaged - bored)
 
 
+def class_shares(counts: np.ndarray, total: int, labels: tuple[str, ...]) -> dict[str, float | None]:
+    """Each label's fraction of `total` face observations, from per-label `counts`: the one place shares
+    are computed (window rows, per-track rows and the live view)."""
+    fractions = np.asarray(counts, np.int64) / total
+    return {label: float(f) for label, f in zip(labels, fractions, strict=True)}
+
+
+def live_shares(faces: TrackedFaces, labels: tuple[str, ...], min_group: int) -> dict[str, float | None] | None:
+    """Class shares over the faces of one frame, for the live view; None without faces or below
+    `min_group` (the view withholds them as the rows do)."""
+    n = len(faces)
+    if not n or n < max(min_group, 1):
+        return None
+    return class_shares(np.bincount(faces.probs.argmax(axis=1), minlength=len(labels)), n, labels)
+
+
 @dataclass
 class _Window:
     """Counts accumulated for the open window."""
@@ -221,7 +237,7 @@ class Aggregator:
             self._win = _Window(self._win.index + 1, len(self.config.labels))
         return closed
 
-    def _close(self, win: _Window, covered_ms: float, short: str = WindowStatus.PARTIAL) -> WindowSummary:
+    def _close(self, win: _Window, covered_ms: float, short: WindowStatus = WindowStatus.PARTIAL) -> WindowSummary:
         cfg = self.config
         assert self._t0 is not None
         offset_ms = win.index * self._window_ms
@@ -239,7 +255,7 @@ class Aggregator:
                 fps=0.0,
                 faces_mean=0.0,
                 tracks=0,
-                shares=none_shares,  # type: ignore[arg-type]  # None values: nothing to share
+                shares=none_shares,  # None values: nothing to share
                 engagement_index=None,
                 dominant_label=None,
                 low_confidence_share=None,
@@ -256,8 +272,7 @@ class Aggregator:
         if suppressed or win.observations == 0:
             shares, index, dominant, low = none_shares, None, None, None
         else:
-            fractions = win.counts / win.observations
-            shares = {label: float(f) for label, f in zip(cfg.labels, fractions, strict=True)}
+            shares = class_shares(win.counts, win.observations, cfg.labels)
             index = engagement_index(shares)
             dominant = cfg.labels[int(win.counts.argmax())]
             low = win.low_confidence / win.observations
@@ -272,7 +287,7 @@ class Aggregator:
             fps=win.frames / (covered_ms / 1000.0) if covered_ms > 0 else 0.0,
             faces_mean=faces_mean,
             tracks=len(win.per_track),
-            shares=shares,  # type: ignore[arg-type]  # None values when withheld
+            shares=shares,  # None values when withheld
             engagement_index=index,
             dominant_label=dominant,
             low_confidence_share=low,
@@ -288,7 +303,7 @@ class Aggregator:
                 shares: dict[str, float | None] = dict.fromkeys(labels)
                 dominant = None
             else:
-                shares = {label: float(c) / seen for label, c in zip(labels, counts, strict=True)}
+                shares = class_shares(counts, seen, labels)
                 dominant = labels[int(counts.argmax())]
             rows.append(TrackRow(self.config.source, start, end, f"t{tid}", seen, shares, dominant))
         return rows

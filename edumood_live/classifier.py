@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +22,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edumood_live.errors import ConfigError, ModelError
+from edumood_live.config import ClassifierConfig, Device, PadMode
+from edumood_live.errors import ConfigError, FrameError, ModelError
 from edumood_live.resources import SHIPPED_CLASSIFIERS, classifier_path
 
 logger = logging.getLogger(__name__)
@@ -42,21 +42,6 @@ REQUIRED_KEYS = (
     "metrics",
 )
 CROP_KEY = "crop"  # optional metadata key: the crop geometry the model was trained on (`CropSpec`)
-
-
-class Device(str, Enum):
-    """Where onnxruntime runs the classifier."""
-
-    AUTO = "auto"  # CUDA when onnxruntime offers it, else CPU
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class PadMode(str, Enum):
-    """How a crop reaching outside the frame is filled."""
-
-    EDGE = "edge"  # replicate the border pixels
-    ZEROS = "zeros"
 
 
 @dataclass(frozen=True)
@@ -94,46 +79,6 @@ class CropSpec:
 
 # Models exported before the crop was written into the file were trained (and are served) with this.
 LEGACY_CROP = CropSpec(margin=0.15, pad=PadMode.EDGE)
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Settings of `FaceClassifier`; validated at construction."""
-
-    model_path: Path | str | None = None  # None = the shipped default; "fast" = the shipped fast model
-    device: Device | str = Device.AUTO
-    intra_op_threads: int = 2  # onnxruntime threads; the detector is idle while it runs (benchmarks/README.md)
-    # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
-    # takes a core from the detector between classifier calls (benchmarks/README.md measures it).
-    allow_spinning: bool = False
-    # Override the model's own crop (its `crop` metadata; `CropSpec`). None = as the model was trained,
-    # which is what its accuracy figures assume; an override is for experiments only.
-    crop_margin: float | None = None
-    pad_mode: PadMode | str | None = None
-    # Average each face's probabilities with its mirror image's (one batch of 2N): steadier, twice the
-    # classifier cost (models/MODEL_CARD.md has what it buys).
-    flip_average: bool = False
-
-    def __post_init__(self) -> None:
-        for name, enum in (("device", Device), ("pad_mode", PadMode)):
-            value = getattr(self, name)
-            if value is None and name == "pad_mode":
-                continue
-            try:
-                object.__setattr__(self, name, enum(value))
-            except ValueError:
-                allowed = ", ".join(repr(m.value) for m in enum)
-                raise ConfigError(f"{name}={value!r} is not allowed; use one of {allowed}") from None
-        if not 1 <= self.intra_op_threads <= 64:
-            raise ConfigError(
-                f"intra_op_threads={self.intra_op_threads!r} is not allowed; use an integer in 1..64"
-            )
-        if not isinstance(self.flip_average, bool):
-            raise ConfigError(f"flip_average={self.flip_average!r} is not allowed; use True or False")
-        if not isinstance(self.allow_spinning, bool):
-            raise ConfigError(f"allow_spinning={self.allow_spinning!r} is not allowed; use True or False")
-        if self.crop_margin is not None and not 0.0 <= self.crop_margin <= 1.0:
-            raise ConfigError(f"crop_margin={self.crop_margin!r} is not allowed; use a value in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -321,7 +266,7 @@ class FacePreprocessor:
         self.channels: int = meta.channels
         self.crop = CropSpec(
             meta.crop.margin if config.crop_margin is None else config.crop_margin,
-            meta.crop.pad if config.pad_mode is None else config.pad_mode,
+            meta.crop.pad if config.pad_mode is None else PadMode(config.pad_mode),
         )
         self._scale = (1.0 / (255.0 * meta.std)).reshape(1, -1, 1, 1)
         self._offset = (meta.mean / meta.std).reshape(1, -1, 1, 1)
@@ -334,7 +279,7 @@ class FacePreprocessor:
     ) -> np.ndarray:
         """One (N, C, H, W) float32 batch for the faces in ``boxes`` (xyxy pixels), into ``out`` if given."""
         if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
+            raise FrameError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         n, (h, w) = len(boxes), self.input_size
         if out is None:

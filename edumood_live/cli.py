@@ -25,11 +25,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 
 from edumood_live import __version__
+from edumood_live.config import (
+    ClassifierConfig,
+    DetectorConfig,
+    Device,
+    OutputConfig,
+    RunConfig,
+    SourceConfig,
+)
 from edumood_live.errors import EduMoodError
 
 if TYPE_CHECKING:
     from edumood_live.cluster import ClusterRun
-    from edumood_live.config import RunConfig
     from edumood_live.pipeline import Pipeline
 
 logger = logging.getLogger("edumood_live.cli")  # not __name__: "__main__" under python -m
@@ -48,11 +55,13 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FAST_RTSP_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000"
 FFMPEG_LOGLEVEL_ENV, FFMPEG_FATAL_ONLY = "OPENCV_FFMPEG_LOGLEVEL", "8"  # AV_LOG_FATAL
 # Loggers whose info lines show by default (start, grid, end, reconnects); the others: warnings unless -v.
-SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.live_source", "edumood_live.annotate",
-                    "edumood_live.cluster.driver")
+SHOWN_BY_DEFAULT = ("edumood_live.cli", "edumood_live.pipeline", "edumood_live.feed", "edumood_live.sources.live",
+                    "edumood_live.sinks.annotate", "edumood_live.cluster.driver")
 LOCAL_RAY = "local"  # --ray without an address: start a Ray runtime on this machine
 STOPPING_MESSAGE = b"stopping: writing the last window (interrupt again to quit at once)\n"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+# the flags' defaults are the configs' own defaults, written once (in edumood_live.config)
+_SOURCE, _DETECTOR, _CLASSIFIER, _RUN = SourceConfig(), DetectorConfig(), ClassifierConfig(), RunConfig()
 
 DESCRIPTION = """\
 Class-level engagement statistics from classroom or meeting video: finds faces, classifies each
@@ -127,36 +136,39 @@ def build_parser() -> argparse.ArgumentParser:
                      help="webcam | 0 | 1 | rtsp://... | http(s)://... | file.mp4 | folder/ | demo; "
                           "repeat for several sources (default: webcam)")
     src.add_argument("--max-fps", type=pos, metavar="FPS", help="process at most this many frames per second")
-    src.add_argument("--stride", type=int1, default=1, metavar="N", help="files/folders: every N-th frame")
+    src.add_argument("--stride", type=int1, default=_SOURCE.stride, metavar="N", help="files/folders: every N-th frame")
     src.add_argument("--duration", type=pos, metavar="S",
                      help="stop after S seconds of source time (files) or wall time (live)")
-    src.add_argument("--folder-fps", type=pos, default=1.0, metavar="N",
+    src.add_argument("--folder-fps", type=pos, default=_SOURCE.folder_fps, metavar="N",
                      help="image folders: images per second of source time, which sets how many images "
-                          "fall into a window (default 1: one image per second)")
+                          f"fall into a window (default {_SOURCE.folder_fps:g}: one image per second)")
     src.add_argument("--max-retries", type=_number(int, 0, False), metavar="N",
                      help="live: reconnect attempts after a loss (default: forever)")
-    src.add_argument("--read-timeout", type=pos, default=5.0, metavar="S",
-                     help="live: read timeout (default 5)")
-    src.add_argument("--watchdog", type=pos, default=10.0, metavar="S",
-                     help="live: reconnect when no frame came for S seconds (default 10)")
+    src.add_argument("--read-timeout", type=pos, default=_SOURCE.read_timeout_s, metavar="S",
+                     help=f"live: read timeout (default {_SOURCE.read_timeout_s:g})")
+    src.add_argument("--watchdog", type=pos, default=_SOURCE.watchdog_s, metavar="S",
+                     help=f"live: reconnect when no frame came for S seconds (default {_SOURCE.watchdog_s:g})")
     mdl = p.add_argument_group("models")
     mdl.add_argument("--model", metavar="NAME|PATH",
                      help="ONNX classifier: a shipped one by name, 'default' or 'fast' (about 7x fewer "
                           "multiply-adds per face, less accurate: models/MODEL_CARD.md), or a file "
                           "(default: 'default')")
-    mdl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="classifier device")
+    mdl.add_argument("--device", choices=[d.value for d in Device], default=Device(_CLASSIFIER.device).value,
+                     help="classifier device")
     mdl.add_argument("--flip-average", action="store_true",
                      help="average each face with its mirror image (twice the classifier work)")
-    mdl.add_argument("--threads", type=int1, default=2, metavar="N", help="classifier threads (default 2)")
-    mdl.add_argument("--detector-workers", type=int1, default=2, metavar="N",
-                     help="detector instances running tiles in parallel (default 2)")
-    mdl.add_argument("--tiles", default="auto", metavar="auto|CxR",
+    mdl.add_argument("--threads", type=int1, default=_CLASSIFIER.intra_op_threads, metavar="N",
+                     help=f"classifier threads (default {_CLASSIFIER.intra_op_threads})")
+    mdl.add_argument("--detector-workers", type=int1, default=_DETECTOR.workers, metavar="N",
+                     help=f"detector instances running tiles in parallel (default {_DETECTOR.workers})")
+    mdl.add_argument("--tiles", default=str(_DETECTOR.tiles), metavar="auto|CxR",
                      help="detector tiling: auto (from frame size and --min-face) or columns x rows, "
                           "e.g. 4x3")
-    mdl.add_argument("--min-face", type=int1, default=32, metavar="PX",
-                     help="smallest face to find (default 32)")
-    mdl.add_argument("--min-confidence", type=pos, default=0.5, metavar="P", help="detector threshold (0..1)")
-    mdl.add_argument("--detect-every", default="auto", metavar="K|auto",
+    mdl.add_argument("--min-face", type=int1, default=_DETECTOR.min_face_px, metavar="PX",
+                     help=f"smallest face to find (default {_DETECTOR.min_face_px})")
+    mdl.add_argument("--min-confidence", type=pos, default=_DETECTOR.min_confidence, metavar="P",
+                     help="detector threshold (0..1)")
+    mdl.add_argument("--detect-every", default=str(_RUN.detect_every), metavar="K|auto",
                      help="run the detector every K-th frame (K in 1..30) and track in between; auto "
                           "(default) picks K from how fast faces move; 1 = every frame")
     out = p.add_argument_group("outputs")
@@ -165,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--append", action="store_true", help="append to existing files (same CSV header)")
     out.add_argument("--per-track", action="store_true",
                      help="also write anonymous per-track rows (out.csv -> out.tracks.csv)")
-    out.add_argument("--window", type=pos, default=10.0, metavar="S",
-                     help="window length in seconds (default 10)")
-    out.add_argument("--min-group", type=_number(int, 0, False), default=2, metavar="N",
-                     help="withhold per-class shares for fewer than N faces (default 2; 0 = never)")
+    out.add_argument("--window", type=pos, default=_RUN.window_s, metavar="S",
+                     help=f"window length in seconds (default {_RUN.window_s:g})")
+    out.add_argument("--min-group", type=_number(int, 0, False), default=_RUN.min_group, metavar="N",
+                     help=f"withhold per-class shares for fewer than N faces (default {_RUN.min_group}; 0 = never)")
     out.add_argument("--no-console", action="store_true", help="no live view in the terminal")
     out.add_argument("--annotate", type=Path, metavar="OUT.webm|OUT.mp4",
                      help="write an annotated video (boxes, anonymous ids, labels; faces blurred): .webm is "
@@ -192,11 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The run configuration for parsed flags; ConfigError names what is not allowed."""
-    from edumood_live.classifier import ClassifierConfig
-    from edumood_live.config import OutputConfig, RunConfig
-    from edumood_live.detector import DetectorConfig
-    from edumood_live.sources import SourceConfig
-
     sources = tuple(
         SourceConfig(
             spec=spec, stride=args.stride, max_fps=args.max_fps, read_timeout_s=args.read_timeout,
@@ -328,8 +335,8 @@ def prefer_fast_rtsp(specs: Sequence[str]) -> None:
 
 def run_command(args: argparse.Namespace, console: Console) -> int:
     """``edumood-live [options]``: build, announce, run until the end or a signal."""
-    from edumood_live.console import ConsoleSink
     from edumood_live.pipeline import Pipeline
+    from edumood_live.sinks.console import ConsoleSink
 
     prefer_fast_rtsp(args.source or [])
     config = build_config(args)

@@ -1,31 +1,199 @@
-"""One run configuration combining the stage configs (picklable frozen dataclasses, no I/O).
+"""Every configuration of a run: picklable frozen dataclasses, validated at construction, no I/O.
 
-`RunConfig` is what the CLI builds from its flags and what `Pipeline` runs; Python users build it
-directly. Stage settings stay in their own frozen configs (`SourceConfig`, `DetectorConfig`,
-`ClassifierConfig`, `TrackerConfig`); this module adds the window/output settings that belong to the
-run as a whole. Everything is validated at construction: a `ConfigError` names the field, the value
-and what is allowed.
+`RunConfig` combines the stage configs (`SourceConfig`, `DetectorConfig`, `ClassifierConfig`,
+`TrackerConfig`, `OutputConfig`); the CLI builds it from its flags (and takes its defaults from here),
+Python users build it directly. Importing this module costs nothing but the standard library: no
+MediaPipe, onnxruntime or OpenCV (the cluster driver and the CLI's argument parsing rely on that).
+A `ConfigError` names the field, the value and what is allowed (`edumood_live.validation`).
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
-from edumood_live.classifier import ClassifierConfig
-from edumood_live.detector import DetectorConfig
 from edumood_live.errors import ConfigError
-from edumood_live.sinks import tracks_path
-from edumood_live.sources import SourceConfig
-from edumood_live.tracker import TrackerConfig
+from edumood_live.validation import require_bool, require_choice, require_number
 
-DETECT_EVERY_AUTO = "auto"
+
+class Auto(str, Enum):
+    """The one non-numeric choice of ``tiles`` and ``detect_every``: let the run decide."""
+
+    AUTO = "auto"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+AUTO = Auto.AUTO
 MAX_DETECT_EVERY = 30  # a fixed K above this would leave faces unseen for too long to be useful
 # containers of the annotated video: .webm is VP8, which browsers play; the others MPEG-4 Part 2 (mp4v),
 # which desktop players play but browsers do not (the OpenCV wheel has no H.264 encoder)
 VIDEO_SUFFIXES = (".webm", ".mp4", ".m4v", ".mov", ".avi")
+_GRID_RE = re.compile(r"^([1-9][0-9]?)x([1-9][0-9]?)$")
+
+
+class Device(str, Enum):
+    """Where onnxruntime runs the classifier."""
+
+    AUTO = "auto"  # CUDA when onnxruntime offers it, else CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class PadMode(str, Enum):
+    """How a crop reaching outside the frame is filled."""
+
+    EDGE = "edge"  # replicate the border pixels
+    ZEROS = "zeros"
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to open and read one source. Timeouts, watchdog and backoff apply to live sources only."""
+
+    spec: str = "webcam"
+    stride: int = 1  # files/folders: hand out every stride-th frame
+    max_fps: float | None = None  # files: replay no faster than this; live: drop frames above it
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    watchdog_s: float = 10.0  # live: no frame for this long -> drop the connection and reconnect
+    max_retries: int | None = None  # live: reconnect attempts after a loss; None = forever
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    folder_fps: float = 1.0  # image folders: timestamps are index * 1000 / folder_fps
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise ConfigError(
+                f"spec={self.spec!r} is not allowed; expected 'webcam', a camera index, rtsp://..., "
+                "http(s)://..., a video file, a folder of images or 'demo'"
+            )
+        require_number("stride", self.stride, 1, integer=True)
+        require_number("max_retries", self.max_retries, 0, integer=True, none_ok=True)
+        require_number("max_fps", self.max_fps, 0, low_open=True, none_ok=True)
+        for name in ("open_timeout_s", "read_timeout_s", "watchdog_s", "backoff_initial_s",
+                     "backoff_max_s", "folder_fps"):
+            require_number(name, getattr(self, name), 0, low_open=True)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"backoff_max_s={self.backoff_max_s!r} is not allowed; it must be >= "
+                f"backoff_initial_s ({self.backoff_initial_s!r})"
+            )
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+def parse_grid(tiles: str) -> tuple[int, int] | None:
+    """``"CxR"`` (columns x rows, like W x H) -> (rows, cols); ``"auto"`` -> None; else ConfigError."""
+    if tiles == AUTO:
+        return None
+    match = _GRID_RE.match(tiles) if isinstance(tiles, str) else None
+    if match is None:
+        raise ConfigError(
+            f"tiles={tiles!r} is not allowed; use 'auto' or 'CxR' (columns x rows, each 1..99), e.g. '4x3'"
+        )
+    return int(match.group(2)), int(match.group(1))
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Settings of `detector.FaceDetector`."""
+
+    model_path: Path | None = None  # None = shipped full-range model
+    min_confidence: float = 0.5
+    tiles: Auto | str = AUTO  # AUTO (from frame size and min_face_px) or "CxR" (columns x rows), e.g. "4x3"
+    min_face_px: int = 32  # smallest face width to find; drives tiles=AUTO
+    # Fraction of a tile shared with its neighbour. 0.15 rather than 0.25: on six layouts of the 43-face
+    # mosaic, auto tiling found >= 42 faces either way, with 19 instead of 25 regions (benchmarks/README.md).
+    tile_overlap: float = 0.15
+    nms_iou: float = 0.3  # boxes from different tiles overlapping more than this are one face
+    workers: int = 2  # detector instances running tiles in parallel threads (2 cores: about 1.7x faster)
+    whole_frame: bool = True  # also run the model on the whole frame when tiling (faces bigger than a tile)
+
+    def __post_init__(self) -> None:
+        require_number("min_confidence", self.min_confidence, 0, 1, low_open=True, high_open=True)
+        if parse_grid(self.tiles) is None:
+            object.__setattr__(self, "tiles", AUTO)
+        require_number("min_face_px", self.min_face_px, 8, 4096, integer=True)
+        require_number("tile_overlap", self.tile_overlap, 0, 0.5)
+        require_number("nms_iou", self.nms_iou, 0, 1, low_open=True)
+        require_number("workers", self.workers, 1, 32, integer=True)
+        require_bool("whole_frame", self.whole_frame)
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings of `classifier.FaceClassifier`."""
+
+    model_path: Path | str | None = None  # None = the shipped default; "fast" = the shipped fast model
+    device: Device | str = Device.AUTO
+    intra_op_threads: int = 2  # onnxruntime threads; the detector is idle while it runs (benchmarks/README.md)
+    # Let onnxruntime's idle pool threads spin (busy-wait) for work: off, because a spinning thread
+    # takes a core from the detector between classifier calls (benchmarks/README.md measures it).
+    allow_spinning: bool = False
+    # Override the model's own crop (its `crop` metadata; `classifier.CropSpec`). None = as the model was
+    # trained, which is what its accuracy figures assume; an override is for experiments only.
+    crop_margin: float | None = None
+    pad_mode: PadMode | str | None = None
+    # Average each face's probabilities with its mirror image's (one batch of 2N): steadier, twice the
+    # classifier cost (models/MODEL_CARD.md has what it buys).
+    flip_average: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", require_choice("device", self.device, Device))
+        if self.pad_mode is not None:
+            object.__setattr__(self, "pad_mode", require_choice("pad_mode", self.pad_mode, PadMode))
+        require_number("intra_op_threads", self.intra_op_threads, 1, 64, integer=True)
+        require_bool("flip_average", self.flip_average)
+        require_bool("allow_spinning", self.allow_spinning)
+        require_number("crop_margin", self.crop_margin, 0, 1, none_ok=True)
+
+
+# ----------------------------------------------------------------------------- tracker
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Settings of `tracker.Tracker`.
+
+    iou_threshold: minimum IoU between a track's predicted box and a detection to associate them.
+    max_age_ms: a track not matched by the detector for longer than this is dropped; keep it above the
+        detection interval (detect-every-K frame period) so tracks survive the frames in between.
+    smoothing_half_life_ms: half-life of the exponential moving average of class probabilities, in
+        source time, so smoothing does not depend on the frame rate; 0 disables smoothing.
+    min_hits: detector matches a new track needs before it is reported (1 = report at once).
+    """
+
+    iou_threshold: float = 0.3
+    max_age_ms: float = 1000.0
+    smoothing_half_life_ms: float = 500.0
+    min_hits: int = 1
+
+    def __post_init__(self) -> None:
+        require_number("iou_threshold", self.iou_threshold, 0, 1, low_open=True)
+        require_number("max_age_ms", self.max_age_ms, 0, low_open=True)
+        require_number("smoothing_half_life_ms", self.smoothing_half_life_ms, 0, extra=" (0 = no smoothing)")
+        require_number("min_hits", self.min_hits, 1, integer=True)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def tracks_path(path: Path) -> Path:
+    """Where per-track rows for `path` go: ``lesson.csv`` -> ``lesson.tracks.csv``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.tracks{path.suffix}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +250,9 @@ class OutputConfig:
         return self.csv_path is not None or self.jsonl_path is not None
 
 
+# ----------------------------------------------------------------------------- the run
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs.
@@ -91,8 +262,8 @@ class RunConfig:
     fewer faces than this have their per-class statistics withheld (0 = never). low_confidence: an
     observation whose top smoothed probability is below this counts as low-confidence.
     detect_every: run the detector every K-th frame (1 = every frame, exact) and carry the tracks in
-    between, or ``"auto"`` to choose K from how fast the tracked boxes move. duration_s: stop after
-    this many seconds of source time (files) or wall time (live sources); None = until the end.
+    between, or `AUTO` (also ``"auto"``) to choose K from how fast the tracked boxes move. duration_s:
+    stop after this many seconds of source time (files) or wall time (live sources); None = until the end.
     poll_s: how long one round of reads may wait when no source has a new frame.
     background_detection: live sources run the detector beside the frame loop, so no frame waits
     for it (capture-to-row latency stays near one classifier call; the tracker takes each detection
@@ -107,27 +278,20 @@ class RunConfig:
     window_s: float = 10.0
     min_group: int = 2
     low_confidence: float = 0.5
-    detect_every: int | str = "auto"
+    detect_every: int | Auto | str = AUTO
     duration_s: float | None = None
     poll_s: float = 0.1
     background_detection: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _normalise_sources(self.sources))
-        _require_positive("window_s", self.window_s)
-        if self.duration_s is not None:
-            _require_positive("duration_s", self.duration_s, extra=" or None (until the end)")
-        _require_positive("poll_s", self.poll_s)
-        if isinstance(self.min_group, bool) or not isinstance(self.min_group, int) or self.min_group < 0:
-            raise ConfigError(f"min_group={self.min_group!r} is not allowed; use an integer >= 0 (0 = never)")
-        number = isinstance(self.low_confidence, (int, float)) and not isinstance(self.low_confidence, bool)
-        if not (number and 0.0 <= self.low_confidence <= 1.0):
-            raise ConfigError(f"low_confidence={self.low_confidence!r} is not allowed; use a value in [0, 1]")
+        require_number("window_s", self.window_s, 0, low_open=True)
+        require_number("duration_s", self.duration_s, 0, low_open=True, none_ok=True, extra=" (until the end)")
+        require_number("poll_s", self.poll_s, 0, low_open=True)
+        require_number("min_group", self.min_group, 0, integer=True, extra=" (0 = never)")
+        require_number("low_confidence", self.low_confidence, 0, 1)
         object.__setattr__(self, "detect_every", parse_detect_every(self.detect_every))
-        if not isinstance(self.background_detection, bool):
-            raise ConfigError(
-                f"background_detection={self.background_detection!r} is not allowed; use True or False"
-            )
+        require_bool("background_detection", self.background_detection)
         if self.output.annotate_path is not None and len(self.sources) > 1:
             raise ConfigError(
                 f"annotate_path={str(self.output.annotate_path)!r} is not allowed with {len(self.sources)} "
@@ -135,12 +299,12 @@ class RunConfig:
             )
 
 
-def parse_detect_every(value: int | str) -> int | str:
-    """``1..30`` or ``"auto"`` (also as text, e.g. ``"3"``); else ConfigError."""
+def parse_detect_every(value: int | Auto | str) -> int | Auto:
+    """``1..30`` or `AUTO` (also as text, e.g. ``"auto"`` or ``"3"``); else ConfigError."""
     if isinstance(value, str):
         text = value.strip().lower()
-        if text == DETECT_EVERY_AUTO:
-            return DETECT_EVERY_AUTO
+        if text == AUTO:
+            return AUTO
         value = int(text) if text.isdigit() else value
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DETECT_EVERY:
         raise ConfigError(
@@ -161,9 +325,3 @@ def _normalise_sources(
     if not result:
         raise ConfigError("sources=() is not allowed; give at least one source (e.g. 'webcam' or 'demo')")
     return result
-
-
-def _require_positive(name: str, value: object, extra: str = "") -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type]
-        raise ConfigError(f"{name}={value!r} is not allowed; use a finite number > 0{extra}")

@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -28,7 +26,8 @@ import numpy as np
 from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
-from edumood_live.errors import ConfigError, ModelError
+from edumood_live.config import DetectorConfig, parse_grid
+from edumood_live.errors import FrameError, ModelError
 from edumood_live.resources import default_detector_path
 from edumood_live.types import Detections
 
@@ -38,21 +37,6 @@ MIN_FACE_FRACTION = 0.07  # full-range BlazeFace needs a face >= ~7 % of the til
 MAX_GRID_SIDE = 8  # auto tiling never goes beyond 8 rows or 8 columns
 CUT_BOX_MAX_SHARED = 0.2  # a box cut by a tile edge is a duplicate when this much of it lies in a kept box
 CUT_EDGE_PX = 1  # a box within this distance of a tile's inner edge counts as cut
-_GRID_RE = re.compile(r"^([1-9][0-9]?)x([1-9][0-9]?)$")
-
-
-def parse_grid(tiles: str) -> tuple[int, int] | None:
-    """``"CxR"`` (columns x rows, like W x H) -> (rows, cols); ``"auto"`` -> None; else ConfigError."""
-    if tiles == "auto":
-        return None
-    match = _GRID_RE.match(tiles) if isinstance(tiles, str) else None
-    if match is None:
-        raise ConfigError(
-            f"tiles={tiles!r} is not allowed; use 'auto' or 'CxR' (columns x rows, each 1..99), e.g. '4x3'"
-        )
-    return int(match.group(2)), int(match.group(1))
-
-
 @contextmanager
 def native_stderr_to_debug_log() -> Iterator[None]:
     """Route what native code writes to fd 2 (LiteRT prints ~50 lines per model load) to DEBUG logging."""
@@ -75,35 +59,6 @@ def native_stderr_to_debug_log() -> Iterator[None]:
             for line in capture.read().decode(errors="replace").splitlines():
                 if line.strip():
                     logger.debug("mediapipe: %s", line)
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Settings of `FaceDetector`; validated at construction."""
-
-    model_path: Path | None = None  # None = shipped full-range model
-    min_confidence: float = 0.5
-    tiles: str = "auto"  # "auto" (from frame size and min_face_px) or "CxR" (columns x rows), e.g. "4x3"
-    min_face_px: int = 32  # smallest face width to find; drives tiles="auto"
-    # Fraction of a tile shared with its neighbour. 0.15 rather than 0.25: on six layouts of the 43-face
-    # mosaic, auto tiling found >= 42 faces either way, with 19 instead of 25 regions (benchmarks/README.md).
-    tile_overlap: float = 0.15
-    nms_iou: float = 0.3  # boxes from different tiles overlapping more than this are one face
-    workers: int = 2  # detector instances running tiles in parallel threads (2 cores: about 1.7x faster)
-    whole_frame: bool = True  # also run the model on the whole frame when tiling (faces bigger than a tile)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.min_confidence < 1.0:
-            raise ConfigError(f"min_confidence={self.min_confidence!r} is not allowed; use a value in (0, 1)")
-        parse_grid(self.tiles)
-        if not 8 <= self.min_face_px <= 4096:
-            raise ConfigError(f"min_face_px={self.min_face_px!r} is not allowed; use an integer in 8..4096")
-        if not 0.0 <= self.tile_overlap <= 0.5:
-            raise ConfigError(f"tile_overlap={self.tile_overlap!r} is not allowed; use a value in [0, 0.5]")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"nms_iou={self.nms_iou!r} is not allowed; use a value in (0, 1]")
-        if not 1 <= self.workers <= 32:
-            raise ConfigError(f"workers={self.workers!r} is not allowed; use an integer in 1..32")
 
 
 def auto_grid(frame_w: int, frame_h: int, min_face_px: int, overlap: float) -> tuple[int, int]:
@@ -219,13 +174,13 @@ class FaceDetector:
         rows, cols = self.grid_for(frame_w, frame_h)
         regions = tile_boxes(frame_w, frame_h, rows, cols, self.config.tile_overlap)
         if len(regions) > 1 and self.config.whole_frame:
-            regions = np.vstack([regions, np.int32([[0, 0, frame_w, frame_h]])])
+            regions = np.vstack([regions, np.array([[0, 0, frame_w, frame_h]], np.int32)])
         return regions
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         """Faces in one BGR uint8 frame of shape (H, W, 3)."""
         if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
+            raise FrameError(f"expected a BGR uint8 (H, W, 3) image, got {image_bgr.dtype} {image_bgr.shape}")
         if not self._detectors:
             raise RuntimeError("FaceDetector.detect() called after close()")
         frame_h, frame_w = image_bgr.shape[:2]

@@ -25,3 +25,7 @@ class OutputError(EduMoodError):
 
 class ClusterError(EduMoodError):
     """The cluster mode cannot reach Ray or cannot get its workers started on it."""
+
+
+class FrameError(EduMoodError, ValueError):
+    """One frame cannot be processed (not a BGR image, undecodable): the pipeline skips it and counts it."""

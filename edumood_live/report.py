@@ -16,19 +16,16 @@ import io
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edumood_live.errors import ConfigError, OutputError
+from edumood_live.sinks.style import CLASS_COLOURS, class_colour, safe_source_name
 
 log = logging.getLogger(__name__)
 
-# Okabe-Ito based, colour-blind safe; the same colour for a class in the console, video and report.
-CLASS_COLOURS = {"angry": "#D55E00", "neutral": "#999999", "engaged": "#009E73", "bored": "#56B4E9"}
-_FALLBACK_COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#F0E442", "#000000")
 GAP_COLOUR = "#E4E4E4"  # light, hatched: reads as "nothing here", unlike Neutral's solid grey
 WITHHELD_COLOUR = "#E8DDF0"
 
@@ -40,16 +37,6 @@ RESPONSIBLE_USE = (
     "about a room, never as judgments about a person. Emotion recognition in education institutions "
     "is prohibited in the EU under the AI Act, Article 5(1)(f), since 2 February 2025."
 )
-
-
-def class_colour(label: str, index: int = 0) -> str:
-    """Hex colour of a class: fixed for the four EduMood classes, else by its index."""
-    return CLASS_COLOURS.get(label.lower(), _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
-
-
-def safe_source_name(source: str) -> str:
-    """Source name with any URL credentials masked (rtsp://user:pass@host -> rtsp://***@host)."""
-    return re.sub(r"//[^/@\s]+@", "//***@", source)
 
 
 @dataclass(frozen=True)
@@ -243,16 +230,23 @@ def _runs(windows: Sequence[Window], keep: Callable[[Window], bool]) -> list[lis
     return runs
 
 
+def _share_of(key: str) -> Callable[[Window], float | None]:
+    """The share of class `key` in a window."""
+    return lambda w: w.shares[key]
+
+
 def _steps(
-    run: Sequence[Window], value: Callable[[Window], float], origin: datetime
+    run: Sequence[Window], value: Callable[[Window], float | None], origin: datetime
 ) -> tuple[list[float], list[float]]:
     """Piecewise-constant x/y of a run: each window drawn flat over its own time span (x: seconds
     since `origin`)."""
     xs: list[float] = []
     ys: list[float] = []
     for w in run:
+        y = value(w)
+        assert y is not None, "runs hold only windows that have the value"
         xs += [(w.start - origin).total_seconds(), (w.end - origin).total_seconds()]
-        ys += [value(w)] * 2
+        ys += [y] * 2
     return xs, ys
 
 
@@ -309,7 +303,7 @@ def plot_source(source: str, windows: Sequence[Window]) -> bytes:
     for run in _runs(windows, lambda w: w.has_shares):
         base = [0.0] * (2 * len(run))
         for i, key in enumerate(keys):
-            xs, ys = _steps(run, lambda w, key=key: w.shares[key], origin)
+            xs, ys = _steps(run, _share_of(key), origin)
             upper = [b + y for b, y in zip(base, ys, strict=True)]
             shares_ax.fill_between(xs, base, upper, color=class_colour(key, i), linewidth=0)
             base = upper

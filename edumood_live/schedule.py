@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from edumood_live.config import AUTO, Auto
 from edumood_live.types import TrackedFaces
 
 AUTO_TARGET_SHIFT = 0.05  # carried boxes may drift at most this fraction of a face size
@@ -23,8 +24,8 @@ MOTION_SMOOTHING = 0.3  # weight of the newest motion measurement in the running
 class DetectSchedule:
     """``due(timestamp_ms)`` says whether this frame needs the detector; `observe` feeds back tracks."""
 
-    def __init__(self, every: int | str) -> None:
-        self.auto = every == "auto"
+    def __init__(self, every: int | Auto | str) -> None:
+        self.auto = every == AUTO
         self.every = 1 if self.auto else int(every)  # current K
         self._since = math.inf  # frames since the last detection; inf: detect on the first frame
         self._last_ts: float | None = None

@@ -1,12 +1,14 @@
 """Per-stage timings of a pipeline run, for the live view, logs and the performance benchmark.
 
-The loop measures each frame's stages with `time.perf_counter` and hands them over in one
+The loop measures each frame's stages with a `StageTimer` and hands them over in one
 `PipelineStats.add_frame` call; other threads read a consistent copy with `snapshot()`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 
 STAGES = ("read", "detect", "classify", "track", "sinks")
@@ -26,6 +28,29 @@ class FrameTimes:
     classify: float = 0.0
     track: float = 0.0
     sinks: float = 0.0
+
+
+class StageTimer:
+    """Times one frame's stages: `lap(stage)` books the time since the previous lap to `stage`."""
+
+    def __init__(self, read_s: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.times = FrameTimes(read=read_s)
+        self._clock = clock
+        self._last = clock()
+
+    def lap(self, stage: str) -> None:
+        """Book the seconds since the last lap (or the start) to `stage`."""
+        now = self._clock()
+        self.add(stage, now - self._last)
+        self._last = now
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Book `seconds` measured elsewhere (a background detection) to `stage`."""
+        setattr(self.times, stage, getattr(self.times, stage) + seconds)
+
+    def restart(self) -> None:
+        """Start the next lap now (time since the last lap is booked nowhere)."""
+        self._last = self._clock()
 
 
 @dataclass

@@ -12,43 +12,12 @@ prediction from the last two detections).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edumood_live.errors import ConfigError
+from edumood_live.config import TrackerConfig
 from edumood_live.types import Detections, TrackedFaces
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tracker settings.
-
-    iou_threshold: minimum IoU between a track's predicted box and a detection to associate them.
-    max_age_ms: a track not matched by the detector for longer than this is dropped; keep it above the
-        detection interval (detect-every-K frame period) so tracks survive the frames in between.
-    smoothing_half_life_ms: half-life of the exponential moving average of class probabilities, in
-        source time, so smoothing does not depend on the frame rate; 0 disables smoothing.
-    min_hits: detector matches a new track needs before it is reported (1 = report at once).
-    """
-
-    iou_threshold: float = 0.3
-    max_age_ms: float = 1000.0
-    smoothing_half_life_ms: float = 500.0
-    min_hits: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise ConfigError(f"iou_threshold={self.iou_threshold!r}: must be in (0, 1]")
-        if not (math.isfinite(self.max_age_ms) and self.max_age_ms > 0):
-            raise ConfigError(f"max_age_ms={self.max_age_ms!r}: must be a positive number of milliseconds")
-        if not (math.isfinite(self.smoothing_half_life_ms) and self.smoothing_half_life_ms >= 0):
-            raise ConfigError(
-                f"smoothing_half_life_ms={self.smoothing_half_life_ms!r}: must be >= 0 ms (0 = no smoothing)"
-            )
-        if isinstance(self.min_hits, bool) or not isinstance(self.min_hits, int) or self.min_hits < 1:
-            raise ConfigError(f"min_hits={self.min_hits!r}: must be an integer >= 1")
 
 
 @dataclass

@@ -6,9 +6,11 @@ Time is the source's monotonic timestamp in milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from edumood_live.states import WindowStatus
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class TrackedFaces:
     track_ids: np.ndarray  # (N,) int64, anonymous, never reused within a run
     boxes: np.ndarray  # (N, 4) float32 xyxy pixels
     probs: np.ndarray  # (N, K) float32, smoothed over the track's recent frames, rows sum to 1
-    detected: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))  # (N,) box from detector now
+    detected: np.ndarray | None = None  # (N,) bool: box from the detector on this frame; None = all of them
 
     def __post_init__(self) -> None:
         n = len(self.track_ids)
@@ -63,22 +65,13 @@ class TrackedFaces:
                 "track_ids, boxes and probs need the same length, got "
                 f"{n}, {len(self.boxes)}, {len(self.probs)}"
             )
-        if len(self.detected) != n:
+        if self.detected is None:
             object.__setattr__(self, "detected", np.ones((n,), bool))
+        elif len(self.detected) != n:
+            raise ValueError(f"detected has {len(self.detected)} entries for {n} faces; give one per face or None")
 
     def __len__(self) -> int:
         return len(self.track_ids)
-
-
-class WindowStatus:
-    """Values of `WindowSummary.status`."""
-
-    # Each value says one thing; when two apply, the first in this list wins (gap, then suppressed).
-    GAP = "gap"  # no frame arrived in the window (camera down, reconnecting): frames = 0, no shares
-    SUPPRESSED = "suppressed"  # fewer faces than --min-group: per-class stats withheld (any window)
-    ENDED = "ended"  # the last window of a source that reached its end (end of file or folder), cut short
-    PARTIAL = "partial"  # the last window of a run stopped before the source ended (Ctrl-C, SIGTERM, --duration)
-    OK = "ok"  # a full window with frames and shares
 
 
 @dataclass(frozen=True)
@@ -86,22 +79,25 @@ class WindowSummary:
     """Aggregate statistics of one source over one time window (one CSV/JSONL row).
 
     ``shares`` maps each model label to the fraction of face observations with that label (after
-    per-track smoothing); values sum to 1 when there were faces, and are NaN-free but empty when not.
+    per-track smoothing); values sum to 1 when there were faces; all None when withheld or when there were none.
     """
 
     source: str
     window_start_utc: str  # ISO-8601, UTC
     window_end_utc: str
-    status: str
+    status: WindowStatus
     frames: int
     fps: float
     faces_mean: float
     tracks: int
-    shares: dict[str, float]
+    shares: dict[str, float | None]  # None: withheld (below min_group)
     engagement_index: float | None
     dominant_label: str | None
     low_confidence_share: float | None
     dropped_frames: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", WindowStatus(self.status))
 
     def to_row(self) -> dict[str, object]:
         """Flat dict in the documented column order; absent values are ``None``."""
@@ -109,7 +105,7 @@ class WindowSummary:
             "window_start": self.window_start_utc,
             "window_end": self.window_end_utc,
             "source": self.source,
-            "status": self.status,
+            "status": self.status.value,
             "frames": self.frames,
             "fps": round(self.fps, 3),
             "faces_mean": round(self.faces_mean, 3),

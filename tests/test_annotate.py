@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import edumood_live
-from edumood_live.annotate import AnnotatedVideoWriter, blur_regions
 from edumood_live.errors import OutputError
+from edumood_live.sinks.annotate import AnnotatedVideoWriter, blur_regions
 from edumood_live.types import TrackedFaces
 
 CLIP = Path(edumood_live.__file__).parent / "assets" / "sample_clip.mp4"
@@ -42,9 +42,10 @@ def detail(image: np.ndarray) -> float:
 
 
 def write_and_read(path: Path, frame: np.ndarray, blur: bool) -> np.ndarray:
-    with AnnotatedVideoWriter(path, fps=12, frame_size=(frame.shape[1], frame.shape[0]), blur=blur) as writer:
+    with AnnotatedVideoWriter(path, LABELS, fps=12, frame_size=(frame.shape[1], frame.shape[0]),
+                              blur=blur) as writer:
         for _ in range(3):
-            writer.write(frame, face_at(FACE), LABELS)
+            writer.write(frame, face_at(FACE))
     cap = cv2.VideoCapture(str(path))
     ok, image = cap.read()
     cap.release()
@@ -86,9 +87,9 @@ def test_blur_regions_handles_edge_and_tiny_boxes(box: tuple[int, ...]) -> None:
 
 def test_frame_size_comes_from_the_first_frame(tmp_path: Path, frame: np.ndarray) -> None:
     path = tmp_path / "lazy.mp4"
-    with AnnotatedVideoWriter(path, fps=12) as writer:
-        writer.write(frame, face_at(FACE), LABELS)
-        writer.write(frame, TrackedFaces(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4))), LABELS)
+    with AnnotatedVideoWriter(path, LABELS, fps=12) as writer:
+        writer.write(frame, face_at(FACE))
+        writer.write(frame, TrackedFaces(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4))))
     cap = cv2.VideoCapture(str(path))
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == frame.shape[1]
     cap.release()
@@ -103,12 +104,12 @@ def test_frame_size_comes_from_the_first_frame(tmp_path: Path, frame: np.ndarray
 )
 def test_unwritable_path_fails_at_open(tmp_path: Path, make_path, match: str) -> None:
     with pytest.raises(OutputError, match=match):
-        AnnotatedVideoWriter(make_path(tmp_path), fps=12, frame_size=(480, 270))
+        AnnotatedVideoWriter(make_path(tmp_path), LABELS, fps=12, frame_size=(480, 270))
 
 
 def test_fps_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="fps"):
-        AnnotatedVideoWriter(tmp_path / "a.mp4", fps=0)
+        AnnotatedVideoWriter(tmp_path / "a.mp4", LABELS, fps=0)
 
 
 @pytest.mark.parametrize(("name", "fourccs"), [("review.webm", {"VP80"}), ("review.mp4", {"MP4V", "FMP4"})])
@@ -127,9 +128,9 @@ def test_frames_of_another_size_are_letterboxed_not_stretched(tmp_path: Path, fr
     path = tmp_path / "photos.mp4"
     square = np.full((200, 200, 3), 255, np.uint8)
     no_faces = TrackedFaces(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)))
-    with AnnotatedVideoWriter(path, fps=2, frame_size=(400, 200), blur=False) as writer:
+    with AnnotatedVideoWriter(path, LABELS, fps=2, frame_size=(400, 200), blur=False) as writer:
         for _ in range(3):
-            writer.write(square, no_faces, LABELS)
+            writer.write(square, no_faces)
     cap = cv2.VideoCapture(str(path))
     ok, image = cap.read()
     cap.release()

@@ -28,9 +28,9 @@ from edumood_live import (
     WindowSummary,
     run,
 )
-from edumood_live.console import LiveState
 from edumood_live.detector import DetectorConfig
 from edumood_live.schedule import AUTO_MAX_EVERY, DetectSchedule
+from edumood_live.sinks import LiveState
 from edumood_live.sources import open_source
 from edumood_live.types import TrackedFaces
 

@@ -111,7 +111,7 @@ def test_build_report_writes_one_self_contained_html(tmp_path: Path) -> None:
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(pngs) == 2  # one plot per source
     assert all(base64.b64decode(p).startswith(b"\x89PNG") for p in pngs)
-    assert "room-101" in page and "rtsp://***@10.0.0.5/stream" in page and "secret" not in page
+    assert "room-101" in page and "rtsp://teacher:***@10.0.0.5/stream" in page and "secret" not in page
     assert "Article 5(1)(f)" in page and "Aggregate statistics only" in page
     assert "http" not in page.replace("rtsp://", "")  # nothing loaded from elsewhere
     assert "Mean engagement index" in page and "+0.37" in page

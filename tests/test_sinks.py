@@ -13,9 +13,11 @@ import pytest
 from rich.console import Console
 
 from edumood_live.aggregator import TrackRow
-from edumood_live.console import ConsoleSink, LiveState, render, sparkline
+from edumood_live.config import tracks_path
 from edumood_live.errors import OutputError
-from edumood_live.sinks import CsvSink, JsonlSink, summary_columns, track_columns, tracks_path
+from edumood_live.sinks import LiveState
+from edumood_live.sinks.console import ConsoleSink, render, sparkline
+from edumood_live.sinks.files import CsvSink, JsonlSink, summary_columns, track_columns
 from edumood_live.types import WindowStatus, WindowSummary
 
 LABELS = ("Angry", "Neutral", "Engaged", "Bored")
@@ -80,7 +82,7 @@ def test_rows_survive_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
     script = f"""
 import os, signal
-from edumood_live.sinks import CsvSink
+from edumood_live.sinks.files import CsvSink
 from edumood_live.types import WindowSummary
 row = WindowSummary("cam", "t0", "t1", "ok", 10, 1.0, 3.0, 3, {{"Engaged": 1.0}}, 1.0, "Engaged", 0.0, 0)
 sink = CsvSink({str(path)!r}, ["Engaged"])
@@ -238,7 +240,7 @@ def test_render_shows_one_source() -> None:
         (LiveState("cam", source_state="stopped"), "source stopped"),
         (LiveState("cam", trend=(0.5, None)), "last 2 windows, ▁ −1 … █ +1, · none"),
         (LiveState("cam [bold]x[/]"), "cam [bold]x[/]"),  # no markup injection from source names
-        (LiveState("rtsp://me:secret@10.0.0.5/live"), "rtsp://***@10.0.0.5/live"),
+        (LiveState("rtsp://me:secret@10.0.0.5/live"), "rtsp://me:***@10.0.0.5/live"),
     ],
 )
 def test_render_states(state: LiveState, expected: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests for edumood_live.sources and edumood_live.live_source on small real media.
+"""Tests for edumood_live.sources (files, folders, live) on small real media.
 
 Live behaviour is driven through real captures: the webcam path with a real-time-paced
 `cv2.VideoCapture` on the bundled clip, network streams with a real GStreamer RTSP server that the
@@ -20,9 +20,9 @@ import pytest
 from live_fixtures import CLIP, PacedClipCapture, RtspServer, free_port, serve_rtsp
 
 from edumood_live.errors import ConfigError, SourceError
-from edumood_live.live_source import LiveSource
 from edumood_live.sources import (
     ImageFolderSource,
+    LiveSource,
     Source,
     SourceConfig,
     SourceState,

@@ -34,7 +34,9 @@ from edumood_live.cluster.classifier_actor import ClassifierInfo
 from edumood_live.config import OutputConfig, RunConfig
 from edumood_live.errors import EduMoodError, SourceError
 from edumood_live.pipeline import Pipeline
-from edumood_live.sources import Source, SourceState, open_source
+from edumood_live.sources import Source, open_source
+from edumood_live.sources.retry import Backoff
+from edumood_live.states import SourceState
 from edumood_live.types import WindowSummary
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class CameraReport:
 
     rows: list[WindowSummary]
     done: bool
-    state: str | None
+    state: SourceState | None
     error: str | None
     node: str
     pid: int
@@ -76,7 +78,7 @@ class _Shared:
     cond: threading.Condition = field(default_factory=threading.Condition)
     stop: threading.Event = field(default_factory=threading.Event)
     done: bool = False
-    state: str | None = None
+    state: SourceState | None = None
     error: str | None = None
 
 
@@ -190,7 +192,7 @@ class CameraWorker:
             self._pipeline.stop()
         with self._shared.cond:
             if self._thread is None:  # never started: nothing will come
-                self._shared.done, self._shared.state = True, "stopped"
+                self._shared.done, self._shared.state = True, SourceState.STOPPED
             self._shared.cond.notify_all()
 
     def stats(self) -> dict[str, object]:
@@ -201,7 +203,7 @@ class CameraWorker:
 
     def _run(self, name: str, start_utc: datetime) -> None:
         shared = self._shared
-        state: str | None = None
+        state: SourceState | None = None
         try:
             if self._pipeline is None:
                 self._pipeline = self._reopen(name)
@@ -212,12 +214,12 @@ class CameraWorker:
                     with shared.cond:
                         shared.rows.append(summary)
                         shared.cond.notify_all()
-                state = self._pipeline.source_states.get(name, "stopped")
+                state = self._pipeline.source_states.get(name, SourceState.STOPPED)
             else:
-                state = "stopped" if shared.stop.is_set() else SourceState.FAILED.value
+                state = SourceState.STOPPED if shared.stop.is_set() else SourceState.FAILED
         except BaseException as exc:  # reported to the driver, which logs it with the camera's name
             shared.error = f"{type(exc).__name__}: {exc}"
-            state = SourceState.FAILED.value
+            state = SourceState.FAILED
             logger.exception("%s: the pipeline failed", name)
         finally:
             with shared.cond:
@@ -227,19 +229,18 @@ class CameraWorker:
     def _reopen(self, name: str) -> Pipeline | None:
         """A restarted worker: open the camera with the source's backoff; None when stopped or given up."""
         config = self.config.sources[0]
-        failures = 0
+        backoff = Backoff(config, self._shared.stop)
         while not self._shared.stop.is_set():
             try:
                 source = open_source(config)
             except SourceError as exc:
-                failures += 1
                 self._shared.error = str(exc)
-                if config.max_retries is not None and failures > config.max_retries:
+                delay = backoff.fail()
+                if delay is None:
                     logger.error("%s: %s; giving up after %d retries", name, exc, config.max_retries)
                     return None
-                delay = min(config.backoff_initial_s * 2.0 ** min(failures - 1, 60), config.backoff_max_s)
                 logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
-                self._shared.stop.wait(delay)
+                backoff.wait(delay)
                 continue
             self._shared.error = None
             source.name = name

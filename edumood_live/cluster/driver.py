@@ -36,10 +36,11 @@ from edumood_live.cluster.camera_actor import CameraReport, CameraWorker, Opened
 from edumood_live.cluster.classifier_actor import BatchingClassifier, BatchStats, ClassifierInfo
 from edumood_live.cluster.config import CLUSTER_COLUMNS, PER_NODE, ClusterConfig, ClusterWindow
 from edumood_live.config import RunConfig
-from edumood_live.console import LiveState
 from edumood_live.errors import ClusterError, ConfigError, EduMoodError
-from edumood_live.outputs import LiveSink, WindowSink, close_all, open_file_sinks, preflight
-from edumood_live.pipeline import unique_names
+from edumood_live.naming import unique_names
+from edumood_live.sinks import LiveSink, LiveState, WindowSink, close_all
+from edumood_live.sinks.files import open_file_sinks, preflight
+from edumood_live.states import SourceState
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ClusterRun:
         self.config = config
         self.cluster = cluster or ClusterConfig()
         _check_supported(config)
-        self.source_states: dict[str, str] = {}  # name -> ended, failed or stopped
+        self.source_states: dict[str, SourceState] = {}  # name -> ended, failed or stopped
         self.labels: tuple[str, ...] = ()
         self.stats: dict[str, object] = {}  # filled at the end of `run` (see `_collect_stats`)
         self.start_utc: datetime | None = None
@@ -273,7 +274,7 @@ class ClusterRun:
         actor = ray.remote(BatchingClassifier)
         run_id = uuid.uuid4().hex[:8]
         names = [f"edumood-{run_id}-classifier{i}" for i in range(len(strategies))]
-        handles = [
+        handles: list[Any] = [  # Ray actor handles (untyped)
             actor.options(
                 name=name, num_cpus=cpus, num_gpus=cl.classifier_gpus, max_restarts=cl.max_restarts,
                 max_task_retries=_task_retries(cl), scheduling_strategy=strategy,
@@ -347,13 +348,13 @@ class ClusterRun:
                     camera = pending.pop(ref)
                     logger.error("%s: its worker has been waiting for Ray for %.0f s; stopping without its last "
                                  "window", camera.name, now - camera.heard_at)
-                    self.source_states[camera.name] = "stopped"
+                    self.source_states[camera.name] = SourceState.STOPPED
             if stop_by is not None and now > stop_by:
                 late = sorted(c.name for c in pending.values())
                 logger.error("%s did not finish within %g s of stopping; their last windows are lost",
                              ", ".join(late), STOP_GRACE_S)
                 for camera in pending.values():
-                    self.source_states[camera.name] = "stopped"
+                    self.source_states[camera.name] = SourceState.STOPPED
                 pending.clear()
                 return
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.cluster.poll_s)
@@ -365,7 +366,7 @@ class ClusterRun:
                 except RayActorError as exc:  # Ray will not restart it any more
                     logger.error("%s: worker %s lost for good (%s); its rows stop here", camera.name,
                                  camera.actor, _first_line(exc))
-                    self.source_states[camera.name] = "failed"
+                    self.source_states[camera.name] = SourceState.FAILED
                     continue
                 if report.pid != camera.pid:
                     self._restarted(camera, report, stopping=stop_by is not None)
@@ -401,7 +402,7 @@ class ClusterRun:
                        "leave?); %s; Ctrl-C stops without them", names, room)
         for camera in silent:
             if camera.last_seen is not None:
-                waiting = self._live_state(camera.last_seen, "waiting for a node")
+                waiting = self._live_state(camera.last_seen, SourceState.WAITING)
                 self._show(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
 
     def _show(self, state: LiveState) -> None:
@@ -424,12 +425,12 @@ class ClusterRun:
                 camera.handle.stop.remote()
 
     def _finished(self, camera: Camera, report: CameraReport) -> None:
-        state = report.state or "stopped"
+        state = SourceState(report.state or SourceState.STOPPED)
         self.source_states[camera.name] = state
-        if state == "failed":
+        if state == SourceState.FAILED:
             logger.error("%s failed: %s; its rows stop here", camera.name, report.error or "unknown error")
         else:
-            logger.info("%s %s after %d frames", camera.name, state, camera.frames)
+            logger.info("%s %s after %d frames", camera.name, state.value, camera.frames)
 
     def _emit(self, rows: list[ClusterWindow]) -> Iterator[ClusterWindow]:
         """Write the rows to every sink, then yield them. A live view (console) shows each camera's last
@@ -441,8 +442,8 @@ class ClusterRun:
                     sink.update(self._live_state(row))
         yield from rows
 
-    def _live_state(self, row: ClusterWindow, state: str | None = None) -> LiveState:
-        state = state or ("connected" if row.frames else "gap: no frames")
+    def _live_state(self, row: ClusterWindow, state: SourceState | None = None) -> LiveState:
+        state = state or (SourceState.CONNECTED if row.frames else SourceState.GAP)
         return LiveState.of_window(row, self._classifiers[0][0].provider, state, row.dropped_frames)
 
     def _collect_stats(self, started: float) -> None:

@@ -1,9 +1,11 @@
-"""File sinks for window summaries: CSV and JSON Lines, crash-safe row by row.
+"""File sinks for window summaries: CSV and JSON Lines, crash-safe row by row; paths checked before a run.
 
 Each row is encoded first and written as one whole line with a single ``os.write`` on an unbuffered
 descriptor, then fsync'd, so every row already written survives a crash or ``kill -9`` and no row is
 ever half-written by us. Paths that cannot be written fail at open, not at the first row. Per-track
 rows (``--per-track``) go to a separate file next to the main one (``out.csv`` -> ``out.tracks.csv``).
+Output paths are checked (`preflight`) before anything is opened, so a typo fails at once and an
+existing file is never truncated by a run that cannot start.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
+from edumood_live.config import OutputConfig, tracks_path
 from edumood_live.errors import OutputError
+from edumood_live.sinks import RowLike, WindowSink
 from edumood_live.types import WindowStatus, WindowSummary
 
 
 def summary_columns(labels: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     """Window-row columns for these labels, in `WindowSummary.to_row` order, then `extra` (the cluster
     mode's ``node`` and ``actor``)."""
-    shares = dict.fromkeys(labels, 0.0)
+    shares: dict[str, float | None] = dict.fromkeys(labels, 0.0)
     probe = WindowSummary("", "", "", WindowStatus.GAP, 0, 0.0, 0.0, 0, shares, None, None, None, 0)
     return [*probe.to_row(), *extra]
 
@@ -34,18 +37,6 @@ def track_columns(labels: Sequence[str]) -> list[str]:
     """Per-track-row columns for these labels, in ``aggregator.TrackRow.to_row`` order."""
     shares = [f"share_{label.lower()}" for label in labels]
     return ["window_start", "window_end", "source", "track", "frames_seen", *shares, "dominant_label"]
-
-
-class RowLike(Protocol):
-    """Anything with a flat ``to_row()`` dict, e.g. ``aggregator.TrackRow``."""
-
-    def to_row(self) -> dict[str, object]: ...
-
-
-def tracks_path(path: Path) -> Path:
-    """Where per-track rows for `path` go: ``lesson.csv`` -> ``lesson.tracks.csv``."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.tracks{path.suffix}")
 
 
 class _LineFile:
@@ -165,7 +156,7 @@ class CsvSink(_RowSink):
 
     def _open(self, path: Path, append: bool, tracks: bool = False) -> _LineFile:
         header = self.track_columns if tracks else self.columns
-        existing = _read_header(path) if append else None
+        existing = read_csv_header(path) if append else None
         if existing is not None and existing != header:
             diff = _header_diff(existing, header)
             raise OutputError(f"cannot append to {path}: its header differs ({diff})")
@@ -201,7 +192,7 @@ def _csv_line(values: Iterable[object]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def _read_header(path: Path) -> list[str] | None:
+def read_csv_header(path: Path) -> list[str] | None:
     """The header of an existing non-empty CSV, or None when there is none to match."""
     try:
         if not path.is_file() or path.stat().st_size == 0:
@@ -223,3 +214,41 @@ def _header_diff(existing: list[str], wanted: list[str]) -> str:
     if not parts:
         parts.append(f"same columns in another order: file {existing}, expected {wanted}")
     return "; ".join(parts)
+
+
+def preflight(output: OutputConfig, labels: Sequence[str], extra_columns: Sequence[str] = ()) -> None:
+    """Fail with OutputError when an output cannot be written; touches no file."""
+    for path in output.file_paths():
+        what = f"cannot write {path}"
+        if path.is_dir():
+            raise OutputError(f"{what}: it is a folder, not a file")
+        parent = path.parent
+        if not parent.is_dir():
+            raise OutputError(f"{what}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise OutputError(f"{what}: permission denied")
+    if output.append and output.csv_path is not None:
+        existing = read_csv_header(output.csv_path)
+        wanted = summary_columns(labels, extra_columns)
+        if existing is not None and existing != wanted:
+            diff = _header_diff(existing, wanted)
+            raise OutputError(f"cannot append to {output.csv_path}: its header differs ({diff})")
+
+
+def open_file_sinks(
+    output: OutputConfig, labels: Sequence[str], extra_columns: Sequence[str] = ()
+) -> list[WindowSink]:
+    """CSV and JSONL sinks for the configured paths (per-track files too with ``per_track``); CSV rows
+    get ``extra_columns`` after the window-row columns."""
+    sinks: list[WindowSink] = []
+    try:
+        if output.csv_path is not None:
+            sinks.append(CsvSink(output.csv_path, labels, append=output.append, per_track=output.per_track,
+                                 extra_columns=extra_columns))
+        if output.jsonl_path is not None:
+            sinks.append(JsonlSink(output.jsonl_path, append=output.append, per_track=output.per_track))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks

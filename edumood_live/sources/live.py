@@ -26,8 +26,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edumood_live.config import SourceConfig
 from edumood_live.errors import SourceError
-from edumood_live.sources import Source, SourceConfig, SourceState, SourceStats, redact_url, to_bgr_uint8
+from edumood_live.naming import redact_url
+from edumood_live.sources.base import Source, SourceState, SourceStats, to_bgr_uint8
+from edumood_live.sources.retry import Backoff
 from edumood_live.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -288,8 +291,7 @@ class LiveSource(Source):
 
     def _supervise(self, link: _Link) -> None:
         """Watch the current link; on loss, back off and reconnect until closed or out of retries."""
-        failures = 0
-        config = self._config
+        backoff = Backoff(self._config, self._stop)
         while True:
             reason = self._watch(link)
             if reason is None:
@@ -298,20 +300,20 @@ class LiveSource(Source):
                 link.abandoned.set()
                 # a link that held for a while starts the count afresh; one that failed at once does not
                 held_s = (link.last_frame_at or link.opened_at) - link.opened_at if link.frames else 0.0
-                failures = 1 if held_s >= config.watchdog_s else failures + 1
+                delay = backoff.fail(afresh=held_s >= self._config.watchdog_s)
                 self._last_error = reason
-                if config.max_retries is not None and failures > config.max_retries:
+                if delay is None:
                     self._state, self._finished = SourceState.FAILED, True
                     self._cond.notify_all()
-                    logger.error("%s: %s; giving up after %d retries", self.name, reason, config.max_retries)
+                    logger.error("%s: %s; giving up after %d retries", self.name, reason, self._config.max_retries)
                     return
-                self._state, self._attempt = SourceState.RECONNECTING, failures
-            delay = min(config.backoff_initial_s * 2.0 ** min(failures - 1, 60), config.backoff_max_s)
+                self._state, self._attempt = SourceState.RECONNECTING, backoff.failures
+            failures = backoff.failures
             if self._ever_connected:
                 logger.warning("%s: %s; reconnect attempt %d in %.1f s", self.name, reason, failures, delay)
             else:
                 logger.warning("waiting for %s (%s); attempt %d in %.1f s", self.name, reason, failures, delay)
-            if self._stop.wait(delay):
+            if backoff.wait(delay):
                 return
             with self._cond:  # close() abandons the current link under this lock: start none after it
                 if self._stop.is_set():

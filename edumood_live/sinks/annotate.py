@@ -17,10 +17,13 @@ import cv2
 import numpy as np
 
 from edumood_live.errors import OutputError
-from edumood_live.report import class_colour
+from edumood_live.sinks.style import class_colour
 from edumood_live.types import TrackedFaces
 
 log = logging.getLogger(__name__)
+
+DEFAULT_VIDEO_FPS = 10.0  # the annotated video of a source that yielded a single frame
+MAX_VIDEO_FPS = 120.0
 
 BLUR_CELLS = 6  # a blurred face keeps at most this many pixels across, before smoothing
 BLUR_MARGIN = 0.15  # fraction of the box size added on each side (hair, ears, jaw)
@@ -85,21 +88,24 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class AnnotatedVideoWriter:
-    """Writes annotated frames to a video (`codec_for` the file name); faces blurred unless ``blur=False``.
+    """The annotated video of one source (`codec_for` the file name); faces blurred unless ``blur=False``.
 
-    `frame_size` is (width, height); None takes it from the first frame. Frames of another size (photos
-    of a folder) are letterboxed into it, never stretched. An unwritable path raises OutputError here,
-    not at the first frame.
+    `fps` None takes the frame rate from the first two frames' timestamps (the first frame is held until
+    then). `frame_size` is (width, height); None takes it from the first frame. Frames of another size
+    (photos of a folder) are letterboxed into it, never stretched. An unwritable path raises OutputError
+    here, not at the first frame.
     """
 
     def __init__(
-        self, path: Path, fps: float, frame_size: tuple[int, int] | None = None, blur: bool = True
+        self, path: Path, labels: Sequence[str], fps: float | None = None,
+        frame_size: tuple[int, int] | None = None, blur: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.fps = float(fps)
+        self.labels = tuple(labels)
+        self.fps = None if fps is None else float(fps)
         self.blur = blur
         self.frames_written = 0
-        if not self.fps > 0:
+        if self.fps is not None and not self.fps > 0:
             raise OutputError(f"annotated video {self.path}: fps={fps!r} must be positive")
         what = f"cannot write annotated video {self.path}"
         if not self.path.parent.is_dir():
@@ -111,37 +117,62 @@ class AnnotatedVideoWriter:
             raise OutputError(f"{what}: {exc.strerror or exc}") from exc
         if not blur:
             log.warning("annotated video %s shows faces unblurred (--no-blur)", self.path)
-        self._size = tuple(frame_size) if frame_size is not None else None
+        self._size = (int(frame_size[0]), int(frame_size[1])) if frame_size is not None else None
         self._writer: cv2.VideoWriter | None = None
-        if self._size is not None:
-            self._open(self._size)
+        self._held: tuple[np.ndarray, TrackedFaces, float] | None = None
+        self._closed = False
 
-    def _open(self, size: tuple[int, int]) -> None:
-        fourcc, description = codec_for(self.path)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
-        if not writer.isOpened():
-            raise OutputError(f"cannot write annotated video {self.path}: OpenCV cannot open a {fourcc} writer")
-        log.info("annotated video %s: %s, %dx%d at %g fps", self.path, description, *size, self.fps)
-        self._writer = writer
-
-    def write(self, image_bgr: np.ndarray, faces: TrackedFaces, labels: Sequence[str]) -> None:
+    def write(self, image_bgr: np.ndarray, faces: TrackedFaces, timestamp_ms: float = 0.0) -> None:
         """Blur (by default) and annotate a copy of the frame, then append it to the video."""
+        if self._closed:
+            raise ValueError(f"{self.path} is closed")
+        if self.fps is None:
+            if self._held is None:
+                self._held = (image_bgr, faces, timestamp_ms)
+                return
+            step_ms = timestamp_ms - self._held[2]
+            self.fps = min(max(1000.0 / step_ms if step_ms > 0 else DEFAULT_VIDEO_FPS, 1.0), MAX_VIDEO_FPS)
+            self._release_held()
+        self._append(image_bgr, faces)
+
+    def _release_held(self) -> None:
+        if self._held is not None:
+            image, faces, _ = self._held
+            self._held = None
+            self._append(image, faces)
+
+    def _append(self, image_bgr: np.ndarray, faces: TrackedFaces) -> None:
         if self._size is None:
             self._size = (image_bgr.shape[1], image_bgr.shape[0])
-            self._open(self._size)
         if self._writer is None:
-            raise ValueError(f"{self.path} is closed")
+            self._writer = self._open(self._size)
         frame = image_bgr.copy()
         if self.blur:
             blur_regions(frame, faces.boxes)
-        draw_faces(frame, faces, labels)
+        draw_faces(frame, faces, self.labels)
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = letterbox(frame, self._size)
         self._writer.write(frame)
         self.frames_written += 1
 
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        fourcc, description = codec_for(self.path)
+        fps = self.fps or DEFAULT_VIDEO_FPS
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+        if not writer.isOpened():
+            raise OutputError(f"cannot write annotated video {self.path}: OpenCV cannot open a {fourcc} writer")
+        log.info("annotated video %s: %s, %dx%d at %g fps", self.path, description, *size, fps)
+        return writer
+
     def close(self) -> None:
-        """Finish the file; OutputError if frames were written but the file stayed empty (disk full)."""
+        """Write what is held and finish the file; OutputError if frames were written but the file stayed
+        empty (disk full). Idempotent."""
+        if self._closed:
+            return
+        if self._held is not None:
+            self.fps = self.fps or DEFAULT_VIDEO_FPS
+            self._release_held()
+        self._closed = True
         if self._writer is None:
             return
         writer, self._writer = self._writer, None
@@ -149,6 +180,8 @@ class AnnotatedVideoWriter:
         if self.frames_written and (not self.path.exists() or os.path.getsize(self.path) == 0):
             n = self.frames_written
             raise OutputError(f"annotated video {self.path} is empty after writing {n} frames (disk full?)")
+        log.info("annotated video written to %s (%d frames, faces %s)", self.path, self.frames_written,
+                 "blurred" if self.blur else "NOT blurred")
 
     def __enter__(self) -> AnnotatedVideoWriter:
         return self

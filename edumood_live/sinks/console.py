@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 
 from rich.console import Console, Group, RenderableType
@@ -20,42 +20,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from edumood_live.report import class_colour, safe_source_name
-from edumood_live.types import WindowStatus, WindowSummary
+from edumood_live.sinks import LiveState
+from edumood_live.sinks.style import class_colour, safe_source_name
+from edumood_live.states import SourceState, WindowStatus
+from edumood_live.types import WindowSummary
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 24
-
-
-@dataclass(frozen=True)
-class LiveState:
-    """What the live view shows for one source, refreshed by the pipeline every frame.
-
-    shares: current class shares over the faces in view (None: no faces, or withheld by min-group).
-    trend: engagement index of the most recent closed windows, oldest first (None = gap/withheld);
-        `ConsoleSink` fills it in from the rows it is given.
-    """
-
-    source: str
-    fps: float = 0.0
-    faces: int = 0
-    tracks: int = 0
-    shares: Mapping[str, float | None] | None = None
-    engagement_index: float | None = None
-    dropped: int = 0
-    provider: str = ""
-    source_state: str = "connected"
-    attempt: int = 0
-    trend: tuple[float | None, ...] = ()
-
-    @classmethod
-    def of_window(cls, row: WindowSummary, provider: str, source_state: str, dropped: int = 0) -> LiveState:
-        """The view of a source as its window ``row`` summed it up (cluster mode; a source's last words)."""
-        return cls(
-            source=row.source, fps=row.fps, faces=round(row.faces_mean), tracks=row.tracks,
-            shares=None if row.dominant_label is None else row.shares, engagement_index=row.engagement_index,
-            dropped=dropped, provider=provider, source_state=source_state,
-        )  # fmt: skip
 
 
 def sparkline(values: Sequence[float | None], low: float = -1.0, high: float = 1.0) -> str:
@@ -75,12 +46,18 @@ def _provider_name(provider: str) -> str:
     return provider.removesuffix("ExecutionProvider") or "?"
 
 
+_STATE_STYLES = {SourceState.CONNECTED: "green", SourceState.ENDED: "dim", SourceState.FAILED: "bold red",
+                 SourceState.GAP: "yellow", SourceState.WAITING: "yellow"}
+
+
 def _state_text(state: LiveState) -> Text:
-    name = state.source_state or "?"
-    if name == "reconnecting":
-        return Text(f"reconnecting (attempt {state.attempt})", style="bold yellow")
-    style = {"connected": "green", "ended": "dim", "failed": "bold red"}.get(name, "")
-    return Text(name, style=style)
+    match SourceState(state.source_state):
+        case SourceState.RECONNECTING:
+            return Text(f"reconnecting (attempt {state.attempt})", style="bold yellow")
+        case SourceState.GAP:
+            return Text("gap: no frames", style="yellow")
+        case other:
+            return Text(other.value, style=_STATE_STYLES.get(other, ""))
 
 
 def _bar(share: float, width: int = BAR_WIDTH) -> tuple[str, str]:
@@ -90,10 +67,11 @@ def _bar(share: float, width: int = BAR_WIDTH) -> tuple[str, str]:
 
 def _no_shares_reason(state: LiveState) -> str:
     """Why a panel shows no class bars."""
-    if state.source_state in ("reconnecting", "failed"):
-        return "no frames: the source is down"
-    if state.source_state in ("ended", "stopped"):
-        return f"source {state.source_state}"
+    match SourceState(state.source_state):
+        case SourceState.RECONNECTING | SourceState.FAILED:
+            return "no frames: the source is down"
+        case SourceState.ENDED | SourceState.STOPPED as final:
+            return f"source {final.value}"
     if state.faces == 0:
         return "no faces in view"
     return "class shares withheld (fewer faces than --min-group)"
@@ -155,7 +133,7 @@ def render_table(states: Sequence[LiveState]) -> Table:
     table.add_column("trend", no_wrap=True, max_width=12)
     for state in states:
         if state.shares and all(v is not None for v in state.shares.values()):
-            shares = [f"{state.shares[label]:.0%}" for label in labels]  # type: ignore[index]
+            shares = [f"{state.shares[label]:.0%}" for label in labels]
         else:
             shares = ["–"] * len(labels)
         index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
@@ -184,7 +162,7 @@ def summary_line(summary: WindowSummary) -> Text:
     line.append(safe_source_name(summary.source), style="bold").append(" ")
     if summary.status == WindowStatus.GAP:
         return line.append("gap: no frames", style="yellow")
-    line.append(summary.status, style="green" if summary.status == WindowStatus.OK else "yellow")
+    line.append(summary.status.value, style="green" if summary.status == WindowStatus.OK else "yellow")
     if summary.engagement_index is not None:
         line.append(f"  engagement {summary.engagement_index:+.2f}", style="bold")
     if summary.dominant_label is not None:

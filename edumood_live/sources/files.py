@@ -1,10 +1,5 @@
-"""Video sources: one `read` verb over files, image folders, the demo clip, webcams and network streams.
-
-`open_source(SourceConfig(spec=...))` picks the source from the spec. Files and folders are read in
-order at full speed (optionally paced by ``max_fps``, thinned by ``stride``) with media timestamps;
-live sources (webcam, rtsp://, http(s)://) live in `live_source.py` and keep only the newest frame.
-Every frame handed out is a contiguous BGR ``uint8`` array of shape (H, W, 3).
-"""
+"""Files and image folders: read in order at full speed (optionally paced by ``max_fps``, thinned by
+``stride``), with media timestamps, so a replay gives the same rows every time."""
 
 from __future__ import annotations
 
@@ -14,28 +9,19 @@ import queue
 import re
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from edumood_live.errors import ConfigError, SourceError
+from edumood_live.config import SourceConfig
+from edumood_live.errors import SourceError
+from edumood_live.naming import redact_url
+from edumood_live.sources.base import Source, SourceState, SourceStats, to_bgr_uint8
 from edumood_live.types import Frame
-
-if TYPE_CHECKING:
-    from edumood_live.live_source import CaptureFactory
 
 logger = logging.getLogger(__name__)
 
-LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
-SCHEME_RE = re.compile(r"^([a-zA-Z][\w+.-]*)://")  # a URL's scheme: not a local path
-HTTP_SCHEMES = ("http", "https")  # a link that serves a file of known length is read like a file
 TRUNCATED_SHARE = 0.9  # a file that ends before this share of its announced frames is reported
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
@@ -45,145 +31,6 @@ FALLBACK_FPS = 30.0  # used for timestamps when a video file does not declare it
 MAX_CONSECUTIVE_DECODE_ERRORS = 16  # a file that fails this often in a row is treated as ending there
 PREFETCH_FRAMES = 2  # video files: frames decoded ahead by a background thread (decoding overlaps the rest)
 DECODER_JOIN_S = 2.0  # how long close() waits for the decoder thread to let go of the capture
-
-
-class SourceState(str, Enum):
-    """Where a source stands; compares equal to its string value."""
-
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    ENDED = "ended"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """How to open and read one source. Timeouts, watchdog and backoff apply to live sources only."""
-
-    spec: str = "webcam"
-    stride: int = 1  # files/folders: hand out every stride-th frame
-    max_fps: float | None = None  # files: replay no faster than this; live: drop frames above it
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 5.0
-    watchdog_s: float = 10.0  # live: no frame for this long -> drop the connection and reconnect
-    max_retries: int | None = None  # live: reconnect attempts after a loss; None = forever
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    folder_fps: float = 1.0  # image folders: timestamps are index * 1000 / folder_fps
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.spec, str) or not self.spec.strip():
-            raise ConfigError(
-                f"spec={self.spec!r} is not allowed; expected 'webcam', a camera index, rtsp://..., "
-                "http(s)://..., a video file, a folder of images or 'demo'"
-            )
-        _require_int("stride", self.stride, minimum=1)
-        if self.max_retries is not None:
-            _require_int("max_retries", self.max_retries, minimum=0, none_ok=True)
-        if self.max_fps is not None:
-            _require_positive("max_fps", self.max_fps, none_ok=True)
-        for name in ("open_timeout_s", "read_timeout_s", "watchdog_s", "backoff_initial_s",
-                     "backoff_max_s", "folder_fps"):
-            _require_positive(name, getattr(self, name))
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ConfigError(
-                f"backoff_max_s={self.backoff_max_s!r} is not allowed; it must be >= "
-                f"backoff_initial_s ({self.backoff_initial_s!r})"
-            )
-
-
-def _require_int(name: str, value: object, minimum: int, none_ok: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        extra = " or None" if none_ok else ""
-        raise ConfigError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}{extra}")
-
-
-def _require_positive(name: str, value: object, none_ok: bool = False) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value > 0):
-        extra = " or None" if none_ok else ""
-        raise ConfigError(f"{name}={value!r} is not allowed; expected a finite number > 0{extra}")
-
-
-@dataclass(frozen=True)
-class SourceStats:
-    """Counters of one source since it was opened.
-
-    frames_read: frames handed out by `read`. frames_dropped: frames decoded but never handed out
-    (superseded by a newer one on a live source, or above max_fps). frames_skipped: passed over on
-    purpose (stride; non-image files in a folder). decode_errors: frames or images that could not be
-    decoded. reconnects: live connections re-established after a loss. attempt: the reconnect attempt
-    in progress (0 when connected).
-    """
-
-    frames_read: int = 0
-    frames_dropped: int = 0
-    frames_skipped: int = 0
-    decode_errors: int = 0
-    reconnects: int = 0
-    state: SourceState = SourceState.CONNECTED
-    attempt: int = 0
-    last_error: str | None = None
-
-
-class Source(ABC):
-    """A stream of frames. `read` returns the next frame, or None when none came within the timeout."""
-
-    name: str
-    live: bool
-
-    @abstractmethod
-    def read(self, timeout_s: float = 1.0) -> Frame | None:
-        """The next frame (live: the newest not yet returned), or None; then check `finished`."""
-
-    @property
-    @abstractmethod
-    def finished(self) -> bool:
-        """True once the stream has ended for good (end of file, retries exhausted, closed)."""
-
-    @abstractmethod
-    def stats(self) -> SourceStats:
-        """A snapshot of the counters."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the underlying capture; safe to call twice, never blocks for long."""
-
-    def __iter__(self) -> Iterator[Frame]:
-        while True:
-            frame = self.read(1.0)
-            if frame is not None:
-                yield frame
-            elif self.finished:
-                return
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def to_bgr_uint8(image: np.ndarray | None) -> np.ndarray:
-    """Convert grey, BGRA, 16-bit or float images to a contiguous BGR uint8 (H, W, 3) array."""
-    if image is None or image.size == 0 or image.ndim not in (2, 3):
-        raise ValueError(f"not an image: shape {getattr(image, 'shape', None)}")
-    if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=1 / 257)
-    elif image.dtype.kind == "f":
-        image = np.clip(np.nan_to_num(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif channels == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif channels != 3:
-        raise ValueError(f"cannot convert an image with {channels} channels to BGR")
-    return np.ascontiguousarray(image)
 
 
 class _Pacer:
@@ -219,7 +66,7 @@ class VideoFileSource(Source):
                  capture: cv2.VideoCapture | None = None) -> None:
         """``path`` is a file, or the URL of a file served over HTTP (then ``capture`` is its open capture)."""
         url = isinstance(path, str)
-        self.name = name or (redact_url(path) if url else str(path))
+        self.name = name or (redact_url(str(path)) if url else str(path))
         self._config = config
         if not url and not Path(path).is_file():
             raise SourceError(f"video file {path} does not exist")
@@ -442,72 +289,3 @@ class ImageFolderSource(Source):
         self._pending = None
 
 
-def demo_path() -> Path:
-    """The bundled sample clip behind the spec ``demo``."""
-    from edumood_live.resources import demo_clip_path
-
-    return demo_clip_path()
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, so it can be logged and written to outputs."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url)
-
-
-def _served_file(config: SourceConfig, url: str) -> cv2.VideoCapture | None:
-    """The open capture of an http(s) URL that serves a video file (a known frame count), else None.
-
-    A file is read like a local one: in order, ending at its end. A stream (no frame count) or a link
-    that cannot be opened yet is left to `LiveSource`, which waits for it and reconnects.
-    """
-    from edumood_live.live_source import opencv_capture
-
-    capture = opencv_capture(url, config.open_timeout_s, config.read_timeout_s)
-    count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0.0
-    if math.isfinite(count) and count > 0:
-        logger.info("%s serves a video file of %d frames: read like a file", redact_url(url), int(count))
-        return capture
-    capture.release()
-    return None
-
-
-def open_source(config: SourceConfig, *, capture_factory: CaptureFactory | None = None) -> Source:
-    """Open the source named by ``config.spec``; raises SourceError with one clear line when it cannot.
-
-    ``capture_factory`` replaces the OpenCV capture of a live source (tests drive the webcam path with a
-    file-backed capture this way).
-    """
-    spec = config.spec.strip()
-    scheme = SCHEME_RE.match(spec)
-    if spec == "demo":
-        return VideoFileSource(config, demo_path(), name="demo")
-    if spec == "webcam" or spec.isdigit() or scheme is not None and scheme.group(1).lower() in LIVE_SCHEMES:
-        from edumood_live.live_source import LiveSource  # builds on this module's base classes
-
-        target: str | int = 0 if spec == "webcam" else int(spec) if spec.isdigit() else spec
-        if capture_factory is None and scheme is not None and scheme.group(1).lower() in HTTP_SCHEMES:
-            served = _served_file(config, spec)
-            if served is not None:
-                return VideoFileSource(config, spec, capture=served)
-        return LiveSource(config, target, capture_factory=capture_factory)
-    if scheme is not None:
-        raise SourceError(
-            f"unknown scheme {scheme.group(1)}:// in source {redact_url(spec)!r}; allowed: "
-            + ", ".join(f"{s}://" for s in LIVE_SCHEMES)
-            + ", 'webcam', a camera index, a video file, a folder of images, 'demo'"
-        )
-    check_local_path(spec)
-    path = Path(spec).expanduser()
-    return ImageFolderSource(config, path) if path.is_dir() else VideoFileSource(config, path)
-
-
-def check_local_path(spec: str) -> None:
-    """SourceError when ``spec`` names a local file or folder that does not exist (cheap: no opening)."""
-    spec = spec.strip()
-    if spec in ("demo", "webcam") or spec.isdigit() or SCHEME_RE.match(spec):
-        return
-    if not Path(spec).expanduser().exists():
-        raise SourceError(
-            f"source {spec!r}: no such file or folder (other sources: 'webcam', a camera index, rtsp://..., "
-            "http(s)://..., 'demo')"
-        )
