@@ -26,8 +26,6 @@ from train.engine import MEAN, STD
 from train.models import build_model
 
 PARITY_TOLERANCE = 1e-4  # max abs logit difference allowed between onnxruntime and PyTorch (fp32)
-REQUIRED_KEYS = ("labels", "input_size", "channels", "mean", "std", "model_name", "version", "trained_on",
-                 "metrics")
 
 
 class ExportError(RuntimeError):
