@@ -15,15 +15,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from edumood_live.aggregator import Aggregator, engagement_index, live_shares
+from edumood_live.aggregator import Aggregator, AggregatorConfig, engagement_index, live_shares
 from edumood_live.classifier import Classifier
+from edumood_live.config import AUTO, RunConfig
 from edumood_live.detector import FaceDetector
-from edumood_live.errors import FrameError
+from edumood_live.errors import FrameError, SourceError
 from edumood_live.schedule import DetectSchedule
 from edumood_live.sinks import LiveState
 from edumood_live.sources import Source, SourceStats
@@ -43,6 +45,8 @@ FPS_WINDOW_S = 2.0  # the live view's frame rate is measured over this much wall
 
 class Detection(Protocol):
     """How a feed gets one frame's faces: detect (when due), classify, track."""
+
+    detector: FaceDetector
 
     def faces(self, feed: Feed, frame: Frame, timer: StageTimer) -> tuple[TrackedFaces, bool]:
         """This frame's tracked faces, and whether a detection landed with them."""
@@ -78,6 +82,7 @@ class BackgroundDetection:
     detection would have been. Every frame's own faces are the carried tracks."""
 
     def __init__(self, detector: FaceDetector, classifier: Classifier, pool: ThreadPoolExecutor) -> None:
+        self.detector = detector
         self.inline = InlineDetection(detector, classifier)
         self.pool = pool
         self.pending: Future[tuple[Detections, float]] | None = None
@@ -137,9 +142,39 @@ class Feed:
     last_seen: WindowSummary | None = None  # the last written window with frames: the view's last words
     final_dropped: int = 0  # the source's dropped-frame count when it finished
 
+    @classmethod
+    def start(
+        cls, name: str, source: Source, config: RunConfig, labels: tuple[str, ...], detection: Detection,
+        start_utc: datetime, late: bool = False, clock: Callable[[], float] = time.monotonic,
+    ) -> Feed:
+        """A feed for `source` whose windows start at `start_utc`; a live source's windows start then,
+        frames or not (``late``: `start_utc` lies in the past, a restarted cluster worker rejoining its grid)."""
+        aggregator = Aggregator(AggregatorConfig(
+            labels=labels, window_s=config.window_s, min_group=config.min_group,
+            low_confidence=config.low_confidence, source=name, start_utc=start_utc,
+            per_track=config.output.per_track,
+        ))  # fmt: skip
+        if source.live:
+            late_ms = (datetime.now(UTC) - start_utc) / timedelta(milliseconds=1) if late else 0.0
+            aggregator.advance(clock() * 1000.0 - max(late_ms, 0.0))
+        schedule = DetectSchedule(config.detect_every)
+        return cls(name, source, Tracker(config.tracker), aggregator, schedule, detection, clock=clock)
+
+    def skip(self, frame: Frame, exc: Exception, most_in_a_row: int) -> None:
+        """Count and log a frame that failed (`FRAME_ERRORS`); more than `most_in_a_row` failing frames in
+        a row is a broken source, not bad luck: SourceError."""
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row > most_in_a_row:
+            raise SourceError(
+                f"{self.name}: {self.bad_in_a_row} frames in a row could not be processed; last: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        logger.warning("%s: skipping frame %d (%s: %s)", self.name, frame.index, type(exc).__name__, exc)
+
     def step(self, frame: Frame, timer: StageTimer) -> tuple[TrackedFaces, bool, list[WindowSummary], SourceStats]:
         """Detect (or carry), classify, track and aggregate one frame: its faces, whether the detector's
         result came with it, the windows it closed and the source's counters."""
+        self._log_grid(frame)
         faces, detected = self.detection.faces(self, frame, timer)
         stats = self.source.stats()
         closed = self.aggregator.add(faces, frame.timestamp_ms, stats.frames_dropped)
@@ -149,6 +184,16 @@ class Feed:
         self.recent.append(self.clock())
         self.shown = faces
         return faces, detected, closed, stats
+
+    def _log_grid(self, frame: Frame) -> None:
+        """Log the tiling grid once per frame size."""
+        h, w = frame.image.shape[:2]
+        if (w, h) not in self.sizes_seen:
+            self.sizes_seen.add((w, h))
+            detector = self.detection.detector
+            rows, cols = detector.grid_for(w, h)
+            how = "auto" if detector.config.tiles is AUTO else "fixed"
+            logger.info("%s: %dx%d frames, tiles %dx%d (%s)", self.name, w, h, cols, rows, how)
 
     def fps(self) -> float:
         """Frames per wall second over the last `FPS_WINDOW_S`."""

@@ -1,21 +1,18 @@
 """The one loop that wires the stages: source -> detector -> classifier -> tracker -> aggregator -> sinks.
 
-Per frame of each source (round-robin over the sources)::
+Per frame of each source (round-robin)::
 
     frame = source.read(timeout)
-    faces = feed.step(frame)           # detect when due (else carry the tracks), classify, track, aggregate
-    rows  -> every sink.write(row)     # the windows that frame closed; the live view gets the frame's state
+    faces, rows = feed.step(frame)     # detect when due (else carry the tracks), classify, track, aggregate
+    rows -> every sink.write(row)      # the windows that frame closed; the live view gets the frame's state
 
-Each source is a `feed.Feed` with its own tracker, aggregator and detection schedule; the detector and
-the classifier are shared. Live sources run the detector beside the loop (`feed.BackgroundDetection`),
-files in line. Live sources that deliver nothing are `advance`d so that windows without frames become
-GAP rows. A source that ends or fails gets its final (partial) window and drops out; the others go on.
-`stop()` (thread- and signal-safe) ends the run the same way. A bad frame (`feed.FRAME_ERRORS`) is
-counted and skipped; too many in a row end the run with one clear `SourceError`; any other error is a
-bug and surfaces at once.
-
-The cluster mode (`edumood_live.cluster`) runs this same pipeline once per camera, with a classifier
-that batches crops from all cameras on a shared worker, and a window grid given by the driver.
+Each source is a `feed.Feed` (its own tracker, aggregator and detection schedule); the detector and the
+classifier are shared. Live sources detect beside the loop (`feed.BackgroundDetection`), files in line.
+Silent live sources are `advance`d, so windows without frames become GAP rows. A source that ends or fails
+gets its final (partial) window and drops out; `stop()` (thread- and signal-safe) ends the run the same
+way. A bad frame (`feed.FRAME_ERRORS`) is counted and skipped; too many in a row end the run with one
+`SourceError`; any other error is a bug and surfaces at once. The cluster mode runs this same pipeline
+once per camera, with a classifier that batches crops from all cameras on a shared worker.
 """
 
 from __future__ import annotations
@@ -25,10 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 
-from edumood_live.aggregator import Aggregator, AggregatorConfig
 from edumood_live.classifier import Classifier, FaceClassifier
 from edumood_live.config import AUTO, RunConfig
 from edumood_live.detector import FaceDetector
@@ -42,20 +38,17 @@ from edumood_live.feed import (
     InlineDetection,
 )
 from edumood_live.naming import unique_names
-from edumood_live.schedule import DetectSchedule
-from edumood_live.sinks import LiveSink, TrackSink, WindowSink, close_all
-from edumood_live.sinks.annotate import AnnotatedVideoWriter
-from edumood_live.sinks.files import open_file_sinks, preflight
+from edumood_live.sinks import WindowSink
+from edumood_live.sinks.fanout import Fanout
+from edumood_live.sinks.files import preflight
 from edumood_live.sources import Source, SourceStats, open_source
 from edumood_live.states import SourceState
 from edumood_live.stats import PipelineStats, StageTimer
-from edumood_live.tracker import Tracker
 from edumood_live.types import Frame, WindowSummary
 
 logger = logging.getLogger(__name__)
 
 MAX_BAD_FRAMES_IN_A_ROW = 50  # more failing frames in a row than this is a broken setup, not bad luck
-_MS = timedelta(milliseconds=1)
 
 
 class Pipeline:
@@ -84,9 +77,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._started = False
         self._sources: list[Source] = list(sources or [])
-        self._sinks: list[WindowSink] = list(sinks)
-        self._file_sinks: list[WindowSink] = []
-        self._annotation: AnnotatedVideoWriter | None = None
+        self._outputs = Fanout(sinks)
         self._detector: FaceDetector | None = None
         self._detect_pool: ThreadPoolExecutor | None = None  # background detection for live sources
         self._classifier: Classifier | None = classifier
@@ -106,15 +97,11 @@ class Pipeline:
             self._detector = FaceDetector(config.detector)
             if config.background_detection and any(s.live for s in self._sources):
                 self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="background-detection")
-            self._file_sinks = open_file_sinks(out, self.labels)
-            if out.annotate_path is not None:
-                self._annotation = AnnotatedVideoWriter(out.annotate_path, self.labels, blur=out.blur)
+            self._outputs.open(out, self.labels)
         except BaseException:
             self.close()
             raise
         self.source_names = unique_names([s.name for s in self._sources])
-        self._live_sinks = [s for s in self._sinks if isinstance(s, LiveSink)]
-        self._track_sinks = [s for s in self._file_sinks if isinstance(s, TrackSink)]  # opened with per_track
 
     @property
     def provider(self) -> str:
@@ -190,10 +177,7 @@ class Pipeline:
             self._detector = None
         if self._classifier is not None:
             self._classifier.close()
-        annotation, self._annotation = self._annotation, None
-        sinks = [*([annotation] if annotation else []), *self._file_sinks, *self._sinks]
-        self._file_sinks, self._sinks, self._live_sinks, self._track_sinks = [], [], [], []
-        close_all(sinks)
+        self._outputs.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -209,20 +193,11 @@ class Pipeline:
         return self._clock() * 1000.0
 
     def _new_feed(self, name: str, source: Source, start_utc: datetime, late: bool) -> Feed:
-        cfg = self.config
-        aggregator = Aggregator(AggregatorConfig(
-            labels=self.labels, window_s=cfg.window_s, min_group=cfg.min_group, low_confidence=cfg.low_confidence,
-            source=name, start_utc=start_utc, per_track=cfg.output.per_track,
-        ))  # fmt: skip
-        if source.live:  # windows of a live source start at start_utc (now by default), frames or not
-            late_ms = (datetime.now(UTC) - start_utc) / _MS if late else 0.0
-            aggregator.advance(self._now_ms() - max(late_ms, 0.0))
         assert self._detector is not None and self._classifier is not None
         detection: Detection = InlineDetection(self._detector, self._classifier)
         if self._detect_pool is not None and source.live:
             detection = BackgroundDetection(self._detector, self._classifier, self._detect_pool)
-        return Feed(name, source, Tracker(cfg.tracker), aggregator, DetectSchedule(cfg.detect_every), detection,
-                    clock=self._clock)
+        return Feed.start(name, source, self.config, self.labels, detection, start_utc, late, self._clock)
 
     def _loop(self, feeds: list[Feed], started: float) -> Iterator[WindowSummary]:
         """Round-robin reads until every source is done, stop() or the duration is over."""
@@ -268,30 +243,19 @@ class Pipeline:
 
     def _process(self, feed: Feed, frame: Frame, read_s: float) -> list[WindowSummary]:
         """One frame through the feed's stages, then to the annotated video and the live view."""
-        self._log_grid(feed, frame)
         timer = StageTimer(read_s)
         try:
             faces, detected, closed, stats = feed.step(frame, timer)
         except FRAME_ERRORS as exc:  # one bad frame is counted and logged, not fatal
-            self._bad_frame(feed, frame, exc)
+            self.stats.add(bad_frames=1)
+            feed.skip(frame, exc, MAX_BAD_FRAMES_IN_A_ROW)
             return []
-        if self._annotation is not None:
-            self._annotation.write(frame.image, faces, frame.timestamp_ms)
+        self._outputs.frame(frame.image, faces, frame.timestamp_ms)
         self._show(feed, stats)
         timer.lap("sinks")
         latency_s = (self._now_ms() - frame.timestamp_ms) / 1000.0 if feed.source.live else None
         self.stats.add_frame(feed.name, timer.times, len(faces), detected, latency_s)
         return closed
-
-    def _bad_frame(self, feed: Feed, frame: Frame, exc: Exception) -> None:
-        feed.bad_in_a_row += 1
-        self.stats.add(bad_frames=1)
-        if feed.bad_in_a_row > MAX_BAD_FRAMES_IN_A_ROW:
-            raise SourceError(
-                f"{feed.name}: {feed.bad_in_a_row} frames in a row could not be processed; last: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        logger.warning("%s: skipping frame %d (%s: %s)", feed.name, frame.index, type(exc).__name__, exc)
 
     def _finish(self, feed: Feed) -> list[WindowSummary]:
         """Close the source's last windows and the source itself; the view keeps its last words."""
@@ -300,8 +264,8 @@ class Pipeline:
         closed = feed.finish(self._now_ms())
         assert feed.final_state is not None
         self.source_states[feed.name] = feed.final_state
-        for sink in self._live_sinks:
-            sink.update(feed.last_words(closed, self.provider))
+        if self._outputs.shows_live:
+            self._outputs.update(feed.last_words(closed, self.provider))
         return closed
 
     # ----------------------------------------------------------------- outputs
@@ -315,32 +279,14 @@ class Pipeline:
             yield from summaries
 
     def _write(self, feed: Feed, summaries: list[WindowSummary]) -> None:
-        for summary in summaries:
-            for sink in (*self._file_sinks, *self._sinks):
-                sink.write(summary)
-            if summary.frames:
-                feed.last_seen = summary
-        rows = feed.aggregator.track_rows()
-        if rows:
-            for track_sink in self._track_sinks:
-                track_sink.write_tracks(rows)
+        self._outputs.write(summaries, feed.aggregator.track_rows())
+        feed.last_seen = next((s for s in reversed(summaries) if s.frames), feed.last_seen)
 
     def _show(self, feed: Feed, stats: SourceStats) -> None:
         """Hand the live view a source's current state (the view throttles its redraws)."""
-        if self._live_sinks:
-            state = feed.view(self.labels, self.config.min_group, self.provider, stats)
-            for sink in self._live_sinks:
-                sink.update(state)
+        if self._outputs.shows_live:
+            self._outputs.update(feed.view(self.labels, self.config.min_group, self.provider, stats))
 
-    def _log_grid(self, feed: Feed, frame: Frame) -> None:
-        """Log the tiling grid once per source and frame size."""
-        h, w = frame.image.shape[:2]
-        if (w, h) in feed.sizes_seen or self._detector is None:
-            return
-        feed.sizes_seen.add((w, h))
-        rows, cols = self._detector.grid_for(w, h)
-        how = "auto" if self.config.detector.tiles is AUTO else "fixed"
-        logger.info("%s: %dx%d frames, tiles %dx%d (%s)", feed.name, w, h, cols, rows, how)
 
 
 def run(config: RunConfig, sinks: Sequence[WindowSink] = ()) -> list[WindowSummary]:
