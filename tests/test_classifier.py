@@ -11,15 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from edumood_live import resources
-from edumood_live.classifier import (
-    ClassifierConfig,
-    CropSpec,
-    FaceClassifier,
-    PadMode,
-    crop_square,
-    softmax,
-    square_boxes,
-)
+from edumood_live.classifier import FaceClassifier, softmax
+from edumood_live.config import ClassifierConfig, PadMode
+from edumood_live.crop import CropSpec, crop_square, square_boxes
 from edumood_live.errors import ConfigError, ModelError
 
 DEMO_BOXES = np.float32([[78, 95, 118, 135], [308, 109, 361, 162], [209, 83, 255, 129]])  # frame 0
