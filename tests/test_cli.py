@@ -16,7 +16,8 @@ from cli_helpers import check_row, model_labels, read_csv, schema
 from live_fixtures import free_port
 
 from edumood_live import __version__
-from edumood_live.cli import FAST_RTSP_OPTIONS, FFMPEG_OPTIONS_ENV, main, prefer_fast_rtsp
+from edumood_live.cli import main
+from edumood_live.cli_process import FAST_RTSP_OPTIONS, FFMPEG_OPTIONS_ENV, prefer_fast_rtsp
 
 
 @pytest.fixture(autouse=True)
@@ -295,7 +296,7 @@ def test_duration_end_line_and_summary_count_the_same_frames(
 
 def test_a_signal_with_a_live_view_notifies_the_view_not_the_raw_terminal(capfd: pytest.CaptureFixture[str]) -> None:
     """In a terminal the live view draws the notice; a raw write would land inside its redrawn region."""
-    from edumood_live.cli import stop_on_signals
+    from edumood_live.cli_process import stop_on_signals
 
     class Run:  # the signal plumbing only needs stop(); the real pipelines are tested end to end
         stopped = False
