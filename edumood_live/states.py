@@ -18,7 +18,9 @@ class SourceState(str, Enum):
     FAILED = "failed"  # gave up (retries used up, or an error)
     STOPPED = "stopped"  # a final state only: the run stopped before the source ended
     GAP = "gap"  # cluster view only: the camera's last window had no frames
-    WAITING = "waiting for a node"  # cluster view only: the camera's worker waits for Ray to place it again
+    WAITING = "waiting for resources"  # cluster view only: the camera's worker lost its node, none has room
+    RESTARTING = "restarting on another node"  # cluster view only: Ray is placing the camera's worker again
+    NO_CLASSIFIER = "waiting for the classifier"  # cluster view only: the worker's classifier does not answer
 
     def __str__(self) -> str:
         return self.value

@@ -11,6 +11,10 @@ source's backoff while the camera is down) and drops the windows the driver alre
 source rejoins the grid (windows it could not see become GAP rows); a file is read again from its
 start, so its rows stay those of an uninterrupted run.
 
+The worker never blocks on the classifier for good: a classifier that does not answer (it was on a node
+that left and waits for Ray to place it again) is waited for in short slices, `poll` tells the driver
+how long it has waited, and a `stop` meanwhile ends the pipeline at once (its last window is lost).
+
 The class is plain Python; the driver turns it into a Ray actor.
 """
 
@@ -41,6 +45,12 @@ from edumood_live.types import WindowSummary
 
 logger = logging.getLogger(__name__)
 
+CLASSIFY_SLICE_S = 0.5  # a classifier call is waited for in slices this long, checking for a stop between
+
+
+class ClassifierWaitStopped(EduMoodError):
+    """The run was stopped while the pipeline waited for an unanswered classifier call."""
+
 
 @dataclass(frozen=True)
 class CameraReport:
@@ -57,6 +67,7 @@ class CameraReport:
     pid: int
     frames: int
     started: bool  # False: a fresh (restarted) worker that has not been told to start yet
+    classifier_wait_s: float = 0.0  # how long the pipeline has waited for an unanswered classifier call
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,8 @@ class _Shared:
 class RemoteClassifier:
     """A `classifier.Classifier` that crops here and runs the model on a shared classifier actor."""
 
-    def __init__(self, info: ClassifierInfo, camera: str, pipeline_config: RunConfig) -> None:
+    def __init__(self, info: ClassifierInfo, camera: str, pipeline_config: RunConfig,
+                 stop: threading.Event | None = None) -> None:
         self.meta = info.meta
         self.labels: tuple[str, ...] = info.meta.labels
         self.provider = info.provider
@@ -94,6 +106,14 @@ class RemoteClassifier:
         self._handle: Any = None  # looked up on first use, by name
         self._camera = camera
         self._preprocessor = FacePreprocessor(info.meta, pipeline_config.classifier)
+        self._stop = stop or threading.Event()
+        self._waiting_since: float | None = None  # monotonic start of an unanswered call
+
+    @property
+    def wait_s(self) -> float:
+        """How long the current call has gone unanswered for more than a slice (0: answered)."""
+        since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def classify(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         batch = self._preprocessor.preprocess(image_bgr, boxes)
@@ -101,7 +121,16 @@ class RemoteClassifier:
             return np.zeros((0, len(self.labels)), np.float32)
         if self._handle is None:
             self._handle = ray.get_actor(self._actor_name)
-        return ray.get(self._handle.classify.remote(batch, self._camera))
+        ref = self._handle.classify.remote(batch, self._camera)
+        started = time.monotonic()
+        while not ray.wait([ref], timeout=CLASSIFY_SLICE_S)[0]:
+            if self._stop.is_set():
+                raise ClassifierWaitStopped(f"{self._camera}: stopped while waiting {time.monotonic() - started:.0f} s "
+                                            f"for the classifier {self._actor_name}")
+            if self._waiting_since is None:
+                self._waiting_since = started
+        self._waiting_since = None
+        return ray.get(ref)
 
     def close(self) -> None:
         """Nothing to release: the model belongs to the classifier actor."""
@@ -128,12 +157,12 @@ class CameraWorker:
         node_id = ray.get_runtime_context().get_node_id()
         nearby = [info for info in classifiers if info.node_id == node_id] or classifiers
         info = nearby[index % len(nearby)]  # a replica on this node when there is one
-        self._classifier = RemoteClassifier(info, self.label, self.config)
+        self._shared = _Shared()
+        self._classifier = RemoteClassifier(info, self.label, self.config, self._shared.stop)
         self._source: Source | None = None
         self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._after: datetime | None = None
-        self._shared = _Shared()
 
     # ----------------------------------------------------------------- called by the driver
 
@@ -183,7 +212,8 @@ class CameraWorker:
         if self._after is not None:
             rows = [r for r in rows if _parse_utc(r.window_start_utc) > self._after]
         frames = self._pipeline.stats.frames if self._pipeline is not None else 0
-        return CameraReport(rows, done, state, error, self.node, self.pid, frames, self._thread is not None)
+        return CameraReport(rows, done, state, error, self.node, self.pid, frames, self._thread is not None,
+                            self._classifier.wait_s)
 
     def stop(self) -> None:
         """End the run: the pipeline writes its last (partial) window; `poll` then reports done."""
@@ -217,6 +247,9 @@ class CameraWorker:
                 state = self._pipeline.source_states.get(name, SourceState.STOPPED)
             else:
                 state = SourceState.STOPPED if shared.stop.is_set() else SourceState.FAILED
+        except ClassifierWaitStopped as exc:
+            logger.warning("%s", exc)
+            state = SourceState.STOPPED
         except BaseException as exc:  # reported to the driver, which logs it with the camera's name
             shared.error = f"{type(exc).__name__}: {exc}"
             state = SourceState.FAILED

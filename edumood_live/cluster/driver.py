@@ -12,6 +12,14 @@ and JSONL get ``node`` and ``actor`` columns) and then yielded. A worker that di
 and told which windows the driver already has (see `camera_actor`); one Ray gives up on ends its
 source as failed while the others go on. `stop()` ends the run as Ctrl-C does in single-process mode:
 every camera writes its last, partial window.
+
+The driver never waits on a worker: every call to one is a future, and the loop waits for whichever
+answers first, for at most ``poll_s``. A worker that has not answered for SILENT_S has no running
+process (its node left, Ray is placing it again, or there is no room for it): the driver says so, the
+live view shows it as "restarting on another node" or "waiting for resources", and the windows of a
+live camera pass as ``gap`` rows written here (node empty) until a worker answers again; a file is
+replayed by its next worker instead. At a stop, such a worker is not waited for, and a running one
+only for STOP_GRACE_S.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -40,15 +48,15 @@ from edumood_live.errors import ClusterError, ConfigError, EduMoodError
 from edumood_live.naming import unique_names
 from edumood_live.sinks import LiveSink, LiveState, WindowSink, close_all
 from edumood_live.sinks.files import open_file_sinks, preflight
-from edumood_live.states import SourceState
+from edumood_live.states import SourceState, WindowStatus
 
 logger = logging.getLogger(__name__)
 
 FORWARDED_ENV = ("OPENCV_FFMPEG_CAPTURE_OPTIONS", "OPENCV_FFMPEG_LOGLEVEL")  # FFmpeg settings for cameras
-STOP_GRACE_S = 30.0  # after stop(), how long the cameras get to deliver their last windows
-SILENT_S = 10.0  # a camera worker that answers no poll for this long is waiting for Ray (a node left?)
-STOP_SILENT_S = 3.0  # at a stop, a worker silent this long is not waited for (a live one answers in < 1 s)
-STATS_TIMEOUT_S = 10.0
+STOP_GRACE_S = 5.0  # after stop(), how long running cameras get for their last windows (< 1 s when healthy)
+SILENT_S = 3.0  # a worker that answers no poll for this long has no process (a live one answers in < 1 s)
+WARN_EVERY_S = 15.0  # how often the driver repeats that a camera is still waiting
+STATS_TIMEOUT_S = 2.0  # at the end, for the statistics of all workers together
 
 
 def fitting_share(node_cpus: list[float], actors: int) -> float:
@@ -95,13 +103,15 @@ class Camera:
     node: str = ""
     pid: int = 0
     restarts: int = 0
-    last_start: str | None = None  # window_start of the last row received
+    last_start: str | None = None  # window_start of the last row received or written as a gap
+    last_end: str | None = None  # window_end of that row
     frames: int = 0  # processed by all incarnations of the worker
     frames_before: int = 0  # processed by the incarnations that died
     stats: dict[str, object] = field(default_factory=dict)
     last_seen: ClusterWindow | None = None  # the last row with frames: what the live view shows at the end
     heard_at: float = 0.0  # monotonic time of the worker's last answer to a poll
-    warned_at: float = 0.0  # when the driver last said that this camera is silent
+    warned_at: float = 0.0  # when the driver last said that this camera waits
+    waiting: SourceState | None = None  # WAITING, RESTARTING or NO_CLASSIFIER while it waits
 
     @property
     def actor(self) -> str:
@@ -146,6 +156,7 @@ class ClusterRun:
         self._file_sinks: list[WindowSink] = []
         self._classifiers: list[tuple[ClassifierInfo, Any]] = []
         self._cameras: list[Camera] = []
+        self._camera_cpus = 0.0
         self._own_runtime = False
         try:
             self._own_runtime = connect(self.cluster)
@@ -252,6 +263,7 @@ class ClusterRun:
         node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
         share = resilient_share(node_cpus, cameras + len(strategies))
         camera_cpus = cl.camera_cpus if cl.camera_cpus is not None else max(share, 0.01)
+        self._camera_cpus = camera_cpus
         classifier_cpus = cl.classifier_cpus if cl.classifier_cpus is not None else max(share, 0.01)
         wanted = cameras * camera_cpus + len(strategies) * classifier_cpus
         room = places(node_cpus, camera_cpus)
@@ -336,25 +348,25 @@ class ClusterRun:
             camera.heard_at = time.monotonic()
         while pending:
             now = time.monotonic()
-            self._report_silent(pending.values(), now)
+            yield from self._mind_silent(pending.values(), now)
             if stop_by is None and (self._stop.is_set() or (deadline is not None and now >= deadline)):
                 if not self._stop.is_set():
                     logger.info("duration of %g s reached", duration_s)
                 for camera in pending.values():
                     camera.handle.stop.remote()
                 stop_by = now + STOP_GRACE_S
-                silent = [ref for ref, c in pending.items() if now - c.heard_at > STOP_SILENT_S]
-                for ref in silent:  # a worker waiting for a node cannot write its last window: do not wait
+                silent = [ref for ref, c in pending.items() if now - c.heard_at > SILENT_S]
+                for ref in silent:  # a worker without a process cannot write its last window: do not wait
                     camera = pending.pop(ref)
-                    logger.error("%s: its worker has been waiting for Ray for %.0f s; stopping without its last "
-                                 "window", camera.name, now - camera.heard_at)
-                    self.source_states[camera.name] = SourceState.STOPPED
+                    logger.error("%s: no worker for %.0f s; stopping without its last window", camera.name,
+                                 now - camera.heard_at)
+                    yield from self._end_waiting(camera)
             if stop_by is not None and now > stop_by:
                 late = sorted(c.name for c in pending.values())
                 logger.error("%s did not finish within %g s of stopping; their last windows are lost",
                              ", ".join(late), STOP_GRACE_S)
-                for camera in pending.values():
-                    self.source_states[camera.name] = SourceState.STOPPED
+                for camera in list(pending.values()):
+                    yield from self._end_waiting(camera)
                 pending.clear()
                 return
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.cluster.poll_s)
@@ -370,40 +382,102 @@ class ClusterRun:
                     continue
                 if report.pid != camera.pid:
                     self._restarted(camera, report, stopping=stop_by is not None)
+                self._mind_classifier(camera, report.classifier_wait_s, camera.heard_at)
                 camera.frames = camera.frames_before + report.frames
-                rows = [ClusterWindow.of(r, report.node, camera.actor) for r in report.rows]
-                if rows:
-                    camera.last_start = rows[-1].window_start_utc
+                rows = [ClusterWindow.of(r, report.node, camera.actor) for r in report.rows
+                        if _is_new(camera, r.window_start_utc)]  # not written as a gap meanwhile
                 if report.done:
                     self._finished(camera, report)
                 else:  # asked before yielding, so that an abandoned iterator still collects this camera
                     pending[camera.handle.poll.remote(self.cluster.poll_s)] = camera
                 camera.last_seen = next((r for r in reversed(rows) if r.frames), camera.last_seen)
-                yield from self._emit(rows)
-                if report.done and camera.last_seen is not None:  # ended, failed or stopped: say so
+                yield from self._emit(camera, rows)
+                if report.done and camera.waiting:  # stopped while waiting for the classifier
+                    yield from self._end_waiting(camera)
+                elif report.done and camera.last_seen is not None:  # ended, failed or stopped: say so
                     self._show(self._live_state(camera.last_seen, self.source_states[camera.name]))
 
-    def _report_silent(self, cameras: Iterable[Camera], now: float) -> None:
-        """Say, every SILENT_S, which cameras have not answered for SILENT_S and what the cluster has: a
-        worker that lost its node waits (silently, in Ray) until a node with room for it exists."""
-        silent = [c for c in cameras if now - c.heard_at > SILENT_S and now - c.warned_at > SILENT_S]
-        if not silent:
-            return
+    def _mind_silent(self, cameras: Iterable[Camera], now: float) -> Iterator[ClusterWindow]:
+        """Cameras whose worker has not answered for SILENT_S have no process: say so (every WARN_EVERY_S),
+        show them as waiting, and write a live camera's windows that passed meanwhile as gap rows."""
+        silent = [c for c in cameras if now - c.heard_at > SILENT_S]
+        due = [c for c in silent if now - c.warned_at > WARN_EVERY_S]
+        if due:
+            free, room = self._room()
+            for camera in due:
+                camera.warned_at = now
+                no_room = free is not None and free < self._camera_cpus
+                camera.waiting = SourceState.WAITING if no_room else SourceState.RESTARTING
+                logger.warning(
+                    "%s: %s: no answer from its worker for %.0f s (did its node leave?); it needs %g CPU, %s%s; "
+                    "Ctrl-C stops without it", camera.name, camera.waiting, now - camera.heard_at,
+                    self._camera_cpus, room, "; its windows are written as gap rows meanwhile" if camera.live else "",
+                )  # fmt: skip
+                self._show_waiting(camera)
+        utc_now = datetime.now(UTC)
         for camera in silent:
-            camera.warned_at = now
+            yield from self._emit(camera, self._gap_rows(camera, utc_now))
+
+    def _room(self) -> tuple[float | None, str]:
+        """Free CPUs of the cluster (None when Ray cannot be asked) and a phrase that says what it has."""
         try:
             free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
             nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-            room = f"the cluster now has {nodes} node(s), {total:g} CPUs, {free:g} free"
         except Exception as exc:  # the GCS itself may be unreachable: say so rather than fail the run
-            room = f"the cluster cannot be asked ({_first_line(exc)})"
-        names = ", ".join(f"{c.name} ({now - c.heard_at:.0f} s)" for c in silent)
-        logger.warning("no rows from %s: their workers are waiting for Ray to place them again (did a node "
-                       "leave?); %s; Ctrl-C stops without them", names, room)
-        for camera in silent:
-            if camera.last_seen is not None:
-                waiting = self._live_state(camera.last_seen, SourceState.WAITING)
-                self._show(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
+            return None, f"the cluster cannot be asked ({_first_line(exc)})"
+        return free, f"the cluster now has {nodes} node(s), {total:g} CPUs, {free:g} free"
+
+    def _mind_classifier(self, camera: Camera, wait_s: float, now: float) -> None:
+        """A worker whose pipeline has waited SILENT_S for its classifier (a classifier on a lost node):
+        say so and show it; and say when it goes on."""
+        waiting = SourceState.NO_CLASSIFIER
+        if wait_s >= SILENT_S and (camera.waiting != waiting or now - camera.warned_at > WARN_EVERY_S):
+            camera.waiting, camera.warned_at = waiting, now
+            _, room = self._room()
+            logger.warning("%s: %s: its calls have gone unanswered for %.0f s (was the classifier on a node that "
+                           "left?); no rows until Ray places it again; %s; Ctrl-C stops without it", camera.name,
+                           waiting, wait_s, room)  # fmt: skip
+            self._show_waiting(camera)
+        elif wait_s < SILENT_S and camera.waiting:
+            logger.info("%s: its worker goes on (%s)", camera.name, camera.actor)
+            camera.waiting, camera.warned_at = None, 0.0
+
+    def _show_waiting(self, camera: Camera) -> None:
+        if camera.last_seen is not None:
+            waiting = self._live_state(camera.last_seen, camera.waiting)
+            self._show(replace(waiting, fps=0.0, faces=0, shares=None, engagement_index=None))
+
+    def _end_waiting(self, camera: Camera) -> Iterator[ClusterWindow]:
+        """A camera stopped while it waited: a live one's windows up to now become gap rows."""
+        self.source_states[camera.name] = SourceState.STOPPED
+        if camera.waiting or time.monotonic() - camera.heard_at > SILENT_S:
+            yield from self._emit(camera, self._gap_rows(camera, datetime.now(UTC), last=True))
+        if camera.last_seen is not None:
+            self._show(self._live_state(camera.last_seen, SourceState.STOPPED))
+
+    def _gap_rows(self, camera: Camera, until: datetime, last: bool = False) -> list[ClusterWindow]:
+        """Gap rows for a live camera's windows that passed without a worker: from the end of its last row
+        to the windows that ended by `until` (with `last`, the one open then too, cut at `until`). A file
+        gets none: its next worker replays it."""
+        if not camera.live or self.start_utc is None:
+            return []
+        window_ms = self.config.window_s * 1000.0
+        done_ms = (_parse_utc(camera.last_end) - self.start_utc) / _MS if camera.last_end else 0.0
+        until_ms = (until - self.start_utc) / _MS
+        index = math.ceil(done_ms / window_ms - 1e-6)
+        rows = []
+        while (start_ms := index * window_ms) < until_ms:
+            end_ms = start_ms + window_ms
+            if end_ms > until_ms:
+                if not last:
+                    break
+                end_ms = until_ms
+            rows.append(ClusterWindow(
+                camera.name, _iso(self.start_utc, start_ms), _iso(self.start_utc, end_ms), WindowStatus.GAP, 0,
+                0.0, 0.0, 0, dict.fromkeys(self.labels), None, None, None, 0, node="", actor=camera.actor,
+            ))  # fmt: skip
+            index += 1
+        return rows
 
     def _show(self, state: LiveState) -> None:
         """Hand the live view (if any) one camera's state."""
@@ -416,6 +490,7 @@ class ClusterRun:
         camera.restarts += 1
         camera.frames_before = camera.frames
         camera.pid, camera.node = report.pid, report.node
+        camera.waiting, camera.warned_at = None, 0.0
         logger.warning("%s: its worker died; Ray restarted it on %s as %s", camera.name, report.node,
                        camera.actor)
         if not report.started:
@@ -432,14 +507,15 @@ class ClusterRun:
         else:
             logger.info("%s %s after %d frames", camera.name, state.value, camera.frames)
 
-    def _emit(self, rows: list[ClusterWindow]) -> Iterator[ClusterWindow]:
-        """Write the rows to every sink, then yield them. A live view (console) shows each camera's last
-        window: per-frame state stays on the camera workers."""
+    def _emit(self, camera: Camera, rows: list[ClusterWindow]) -> Iterator[ClusterWindow]:
+        """Write one camera's rows to every sink, then yield them. A live view (console) shows each camera's
+        last window, and what it waits for: per-frame state stays on the camera workers."""
         for row in rows:
+            camera.last_start, camera.last_end = row.window_start_utc, row.window_end_utc
             for sink in (*self._file_sinks, *self._sinks):
                 sink.write(row)
                 if isinstance(sink, LiveSink):
-                    sink.update(self._live_state(row))
+                    sink.update(self._live_state(row, camera.waiting))
         yield from rows
 
     def _live_state(self, row: ClusterWindow, state: SourceState | None = None) -> LiveState:
@@ -450,15 +526,13 @@ class ClusterRun:
         """Per-camera and classifier statistics, fetched before the workers are stopped."""
         wall_s = time.monotonic() - started
         cameras = self._cameras
-        try:
-            per_camera = ray.get([c.handle.stats.remote() for c in cameras], timeout=STATS_TIMEOUT_S)
-            per_classifier: list[BatchStats] = ray.get([h.stats.remote() for _, h in self._classifiers],
-                                                       timeout=STATS_TIMEOUT_S)
-        except (GetTimeoutError, RayActorError) as exc:
-            logger.warning("could not fetch the workers' statistics: %s", _first_line(exc))
-            per_camera, per_classifier = [{} for _ in cameras], []
-        for camera, stats in zip(cameras, per_camera, strict=True):
-            camera.stats = stats
+        now = time.monotonic()
+        asked = {c.handle.stats.remote(): c for c in cameras if now - c.heard_at <= SILENT_S}  # others: no process
+        replicas = [h.stats.remote() for _, h in self._classifiers]
+        answers = self._answers([*asked, *replicas])
+        for ref, camera in asked.items():
+            camera.stats = answers.get(ref, {})
+        per_classifier: list[BatchStats] = [answers[ref] for ref in replicas if ref in answers]
         batching = BatchStats()
         for replica in per_classifier:
             batching.merge(replica)
@@ -475,6 +549,20 @@ class ClusterRun:
             "classifiers": [replica.as_dict() for replica in per_classifier],
             "batching": batching.as_dict(),
         }  # fmt: skip
+
+    @staticmethod
+    def _answers(refs: list[Any]) -> dict[Any, Any]:
+        """The answers that come within STATS_TIMEOUT_S, all calls together; the rest are left out."""
+        ready, late = ray.wait(refs, num_returns=len(refs), timeout=STATS_TIMEOUT_S) if refs else ([], [])
+        answers = {}
+        for ref in ready:
+            try:
+                answers[ref] = ray.get(ref)
+            except RayActorError as exc:
+                logger.debug("a worker could not give its statistics: %s", _first_line(exc))
+        if late:
+            logger.warning("%d worker(s) gave no statistics within %g s", len(late), STATS_TIMEOUT_S)
+        return answers
 
 
 def run_cluster(
@@ -511,6 +599,24 @@ def _summary(stats: dict[str, object]) -> str:
         f"classifier: {batching.get('calls', 0)} calls, {batching.get('faces_per_call', 0):.1f} faces and "
         f"{batching.get('requests_per_call', 0):.2f} camera requests per call"
     )
+
+
+_MS = timedelta(milliseconds=1)
+
+
+def _iso(start_utc: datetime, offset_ms: float) -> str:
+    """A window bound as the camera workers' rows write it (ISO-8601 UTC, milliseconds, ``Z``)."""
+    when = start_utc + timedelta(milliseconds=round(offset_ms, 3))
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _is_new(camera: Camera, window_start: str) -> bool:
+    """True when the driver has no row for this camera's window yet (rows arrive in order)."""
+    return camera.last_start is None or _parse_utc(window_start) > _parse_utc(camera.last_start)
 
 
 def _first_line(exc: BaseException) -> str:

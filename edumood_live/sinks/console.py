@@ -47,7 +47,8 @@ def _provider_name(provider: str) -> str:
 
 
 _STATE_STYLES = {SourceState.CONNECTED: "green", SourceState.ENDED: "dim", SourceState.FAILED: "bold red",
-                 SourceState.GAP: "yellow", SourceState.WAITING: "yellow"}
+                 SourceState.GAP: "yellow", SourceState.WAITING: "yellow", SourceState.RESTARTING: "yellow",
+                 SourceState.NO_CLASSIFIER: "yellow"}
 
 
 def _state_text(state: LiveState) -> Text:
@@ -72,6 +73,8 @@ def _no_shares_reason(state: LiveState) -> str:
             return "no frames: the source is down"
         case SourceState.ENDED | SourceState.STOPPED as final:
             return f"source {final.value}"
+        case SourceState.WAITING | SourceState.RESTARTING | SourceState.NO_CLASSIFIER as waiting:
+            return f"no frames: {waiting.value}"
     if state.faces == 0:
         return "no faces in view"
     return "class shares withheld (fewer faces than --min-group)"
