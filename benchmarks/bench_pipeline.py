@@ -39,10 +39,10 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import bench_detection
+from benchmarks.fake_camera import PacedCapture, video_fps
 from benchmarks.gallery import SMALL_CLIP, ensure_galleries, media_missing_reason
 from benchmarks.harness import (
     LoopingFileSource,
-    PacedLoopCapture,
     Setup,
     StillSource,
     TimedClassifier,
@@ -54,7 +54,6 @@ from benchmarks.harness import (
     rss_mb,
     run_config,
     run_pipeline,
-    video_fps,
 )
 from benchmarks.mosaic import FACES_DLIB_DIR, build_mosaic, load_dlib_faces
 from edumood_live.classifier import ClassifierConfig
@@ -93,9 +92,9 @@ class Input:
         return StillSource(self.image, frames, self.fps, name=self.key)
 
     def live_source(self) -> Source:
-        def capture() -> PacedLoopCapture:
+        def capture() -> PacedCapture:
             return (
-                PacedLoopCapture(self.path, self.fps) if self.path else PacedLoopCapture(image=self.image, fps=self.fps)
+                PacedCapture(self.path, self.fps) if self.path else PacedCapture(image=self.image, fps=self.fps)
             )
 
         return open_source(SourceConfig(spec="webcam", read_timeout_s=5.0), capture_factory=capture)
@@ -148,7 +147,6 @@ def run_naive(item: Input, model: Path, frames: int) -> dict[str, Any]:
     faces = n = 0
     det = FaceDetector(DetectorConfig(tiles="1x1"))
     clf = TimedClassifier(ClassifierConfig(model_path=model, device="cpu"))
-    TimedClassifier.preprocess_s = 0.0
     source = item.replay_source(frames)
     started = time.perf_counter()
     cpu0 = time.process_time()
@@ -173,7 +171,7 @@ def run_naive(item: Input, model: Path, frames: int) -> dict[str, Any]:
     det.close()
     clf.close()
     source.close()
-    times["crop"] = TimedClassifier.preprocess_s
+    times["crop"] = clf.preprocess_s
     times["classify"] -= times["crop"]
     ms = {k: 1000.0 * v / max(n, 1) for k, v in times.items()}
     ms.update(track_aggregate=0.0, sinks=0.0)

@@ -30,10 +30,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from rich.console import Console
 
 from benchmarks import bench_detection
+from benchmarks.fake_camera import PacedCapture
 from benchmarks.gallery import ensure_galleries, media_missing_reason
 from benchmarks.harness import (
     LoopingFileSource,
-    PacedLoopCapture,
     Setup,
     busy_processes,
     default_model,
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     config = run_config(setup, model, str(args.video), WORK_DIR / "soak", window_s=10.0)
     if args.live:
         source = open_source(
-            SourceConfig(spec="webcam"), capture_factory=lambda: PacedLoopCapture(args.video)
+            SourceConfig(spec="webcam"), capture_factory=lambda: PacedCapture(args.video)
         )
     else:
         source = LoopingFileSource(args.video, loops=None)

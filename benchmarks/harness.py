@@ -1,29 +1,26 @@
 """Shared pieces of the pipeline benchmarks (bench_pipeline, bench_soak): sources, probes, memory.
 
 Everything here drives the real `Pipeline` through its public interface: sources are `Source`
-subclasses handed to ``Pipeline(config, sources=...)``, probes are sinks. The one exception is
-`timed_classifier`, which swaps the pipeline's classifier class for a subclass that also times the
-crop step (the pipeline times crop + inference as one stage).
+subclasses handed to ``Pipeline(config, sources=...)``, probes are sinks, and the classifier is a
+`TimedClassifier` handed to ``Pipeline(config, classifier=...)``: it also times the crop step (the
+pipeline times crop + inference as one stage).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-import edumood_live.pipeline as pipeline_module
+from benchmarks.fake_camera import video_fps
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from edumood_live.config import OutputConfig, RunConfig
 from edumood_live.detector import DetectorConfig
@@ -45,13 +42,6 @@ def default_model() -> Path | None:
         return default_classifier_path()
     except ModelError:
         return DEV_MODEL if DEV_MODEL.is_file() else None
-
-
-def video_fps(path: Path) -> float:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    cap.release()
-    return fps if math.isfinite(fps) and fps > 0 else 30.0
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -144,46 +134,6 @@ class StillSource(Source):
         self._read = self._frames
 
 
-class PacedLoopCapture:
-    """A camera stand-in for `LiveSource`: decodes a video (or repeats an image) at ``fps`` in real time,
-    looping for ever, like the file-backed capture the tests use for the webcam path."""
-
-    def __init__(self, path: Path | None = None, fps: float | None = None, image: np.ndarray | None = None):
-        if (path is None) == (image is None):
-            raise ValueError("give a video path or an image")
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG) if path is not None else None
-        self._image = image
-        self._period_s = 1.0 / (fps or (video_fps(path) if path is not None else 30.0))
-        self._next_s: float | None = None
-        self._frame: np.ndarray | None = None
-
-    def isOpened(self) -> bool:  # OpenCV spells it so
-        return self._image is not None or (self._cap is not None and self._cap.isOpened())
-
-    def grab(self) -> bool:
-        now = time.monotonic()
-        self._next_s = now if self._next_s is None else self._next_s
-        if self._next_s > now:
-            time.sleep(self._next_s - now)
-        self._next_s += self._period_s
-        if self._cap is None:
-            return True
-        ok = self._cap.grab()
-        if not ok:  # loop, as a camera never ends
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok = self._cap.grab()
-        return ok
-
-    def retrieve(self) -> tuple[bool, np.ndarray | None]:
-        if self._cap is None:
-            return True, self._image
-        return self._cap.retrieve()
-
-    def release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-
-
 class ProbedSource(Source):
     """Forwards to a source and remembers the timestamp of the frame just read (for `LatencyProbe`)."""
 
@@ -255,7 +205,9 @@ def quiet_console_sink() -> ConsoleSink:
 class TimedClassifier(FaceClassifier):
     """`FaceClassifier` that also adds up the seconds spent in `preprocess` (crop, resize, normalise)."""
 
-    preprocess_s = 0.0
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
+        super().__init__(config)
+        self.preprocess_s = 0.0
 
     def preprocess(
         self, image_bgr: np.ndarray, boxes: np.ndarray, out: np.ndarray | None = None
@@ -264,19 +216,7 @@ class TimedClassifier(FaceClassifier):
         try:
             return super().preprocess(image_bgr, boxes, out)
         finally:
-            TimedClassifier.preprocess_s += time.perf_counter() - t0
-
-
-@contextmanager
-def timed_classifier() -> Iterator[type[TimedClassifier]]:
-    """Make pipelines built inside the block use `TimedClassifier`; the counter starts at 0."""
-    original = pipeline_module.FaceClassifier
-    TimedClassifier.preprocess_s = 0.0
-    pipeline_module.FaceClassifier = TimedClassifier  # type: ignore[misc]
-    try:
-        yield TimedClassifier
-    finally:
-        pipeline_module.FaceClassifier = original  # type: ignore[misc]
+            self.preprocess_s += time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -341,12 +281,12 @@ def run_pipeline(
     sinks: list[Any] = [probe] + ([quiet_console_sink()] if console else [])
     reset_peak_rss()
     cpu0 = time.process_time()
-    with timed_classifier() as timed:
-        pipeline = Pipeline(config, sinks=sinks, sources=[probed])
-        stats_source = probed.inner
-        for _ in pipeline.run():
-            pass
-        crop_s = timed.preprocess_s
+    timed = TimedClassifier(config.classifier)
+    pipeline = Pipeline(config, sinks=sinks, sources=[probed], classifier=timed)
+    stats_source = probed.inner
+    for _ in pipeline.run():
+        pass
+    crop_s = timed.preprocess_s
     cpu_s = time.process_time() - cpu0
     d = pipeline.stats.as_dict()
     frames = max(int(d["frames"]), 1)

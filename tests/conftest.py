@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.mosaic import AnnotatedImage, load_dlib_faces
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-if str(REPO_ROOT) not in sys.path:  # `benchmarks/` helpers (mosaic) are shared by tests and benchmarks
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.mosaic import AnnotatedImage, load_dlib_faces  # noqa: E402
 
 DEV_LABELS = ["Angry", "Neutral", "Engaged", "Bored"]
 

@@ -15,14 +15,13 @@ import selectors
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+
+from benchmarks.fake_camera import PacedCapture
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -139,51 +138,6 @@ def serve_rtsp(tmp_path: Path) -> Iterator[RtspServer]:
         server.stop()
 
 
-class PacedClipCapture:
-    """A real `cv2.VideoCapture` on a clip, paced like a camera: `grab` waits for the next frame time.
-
-    `max_frames` ends the stream early (a camera unplugged); `hang_after` makes `grab` block until
-    `release_hang` is set (a read that never returns).
-    """
-
-    def __init__(
-        self,
-        path: Path = CLIP,
-        fps: float = 30.0,
-        max_frames: int | None = None,
-        hang_after: int | None = None,
-    ) -> None:
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        self._period_s = 1.0 / fps
-        self._next_s: float | None = None
-        self._max_frames = max_frames
-        self._hang_after = hang_after
-        self.release_hang = threading.Event()
-        self.frames = 0
-
-    def isOpened(self) -> bool:  # OpenCV spells it so
-        return self._cap.isOpened()
-
-    def grab(self) -> bool:
-        if self._hang_after is not None and self.frames >= self._hang_after:
-            self.release_hang.wait()
-            return False
-        if self._max_frames is not None and self.frames >= self._max_frames:
-            return False
-        now = time.monotonic()
-        self._next_s = now if self._next_s is None else self._next_s
-        if self._next_s > now:
-            time.sleep(self._next_s - now)
-        self._next_s += self._period_s
-        ok = self._cap.grab()
-        if not ok:  # loop the clip, as a camera never ends
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok = self._cap.grab()
-        self.frames += ok
-        return ok
-
-    def retrieve(self) -> tuple[bool, np.ndarray | None]:
-        return self._cap.retrieve()
-
-    def release(self) -> None:
-        self._cap.release()
+def paced_clip(path: Path = CLIP, fps: float = 30.0, **kwargs: object) -> PacedCapture:
+    """The bundled clip as a camera at `fps` (`benchmarks.fake_camera.PacedCapture`)."""
+    return PacedCapture(path, fps=fps, **kwargs)  # type: ignore[arg-type]

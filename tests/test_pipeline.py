@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live_fixtures import PacedClipCapture
+from live_fixtures import paced_clip
 
 from edumood_live import (
     ClassifierConfig,
@@ -83,7 +83,7 @@ def webcam(**capture: object) -> Callable[..., object]:
     """Open the webcam path on a real-time capture of the clip (no camera exists here)."""
 
     def opener(**config: object) -> object:
-        factory = lambda: PacedClipCapture(**capture)  # noqa: E731
+        factory = lambda: paced_clip(**capture)  # noqa: E731
         return open_source(SourceConfig("webcam", **{**FAST_LIVE, **config}), capture_factory=factory)
 
     return opener

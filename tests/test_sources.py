@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live_fixtures import CLIP, PacedClipCapture, RtspServer, free_port, serve_rtsp
+from live_fixtures import CLIP, RtspServer, free_port, paced_clip, serve_rtsp
 
+from benchmarks.fake_camera import PacedCapture
 from edumood_live.errors import ConfigError, SourceError
 from edumood_live.sources import (
     ImageFolderSource,
@@ -248,12 +249,12 @@ def test_image_folder_stride(image_folder: Path) -> None:
 # ----------------------------------------------------------------------------- webcam path (file-backed)
 
 
-def paced_factory(**kwargs: object) -> tuple[Callable[[], PacedClipCapture], list[PacedClipCapture]]:
+def paced_factory(**kwargs: object) -> tuple[Callable[[], PacedCapture], list[PacedCapture]]:
     """A capture factory over the bundled clip; also returns the list of captures it made."""
-    made: list[PacedClipCapture] = []
+    made: list[PacedCapture] = []
 
-    def factory() -> PacedClipCapture:
-        made.append(PacedClipCapture(**kwargs))  # type: ignore[arg-type]
+    def factory() -> PacedCapture:
+        made.append(paced_clip(**kwargs))
         return made[-1]
 
     return factory, made
@@ -310,10 +311,10 @@ def test_ended_capture_reconnects() -> None:
 def test_max_retries_exhausted_fails() -> None:
     calls: list[float] = []
 
-    def factory() -> PacedClipCapture:
+    def factory() -> PacedCapture:
         calls.append(time.monotonic())
         path = CLIP if len(calls) == 1 else Path("/nonexistent/clip.mp4")
-        return PacedClipCapture(path, fps=60.0, max_frames=3)
+        return PacedCapture(path, fps=60.0, max_frames=3)
 
     config = SourceConfig("0", **{**FAST_LIVE, "max_retries": 2, "backoff_initial_s": 0.1})
     with open_source(config, capture_factory=factory) as source:
