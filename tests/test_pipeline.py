@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from live_fixtures import paced_clip
 
+import edumood_live.pipeline as pipeline_module
 from edumood_live import (
     ClassifierConfig,
     ConfigError,
@@ -28,11 +29,12 @@ from edumood_live import (
     WindowSummary,
     run,
 )
+from edumood_live.classifier import FaceClassifier
 from edumood_live.detector import DetectorConfig
-from edumood_live.schedule import AUTO_MAX_EVERY, DetectSchedule
+from edumood_live.errors import FrameError
+from edumood_live.schedule import AUTO_MAX_EVERY
 from edumood_live.sinks import LiveState
 from edumood_live.sources import open_source
-from edumood_live.types import TrackedFaces
 
 CLIP_FRAMES = 36  # the bundled clip: 36 frames at 12 fps, 3 faces
 FAST_LIVE = {"open_timeout_s": 5.0, "read_timeout_s": 1.0, "watchdog_s": 2.0,
@@ -393,40 +395,44 @@ def test_run_config_accepts_specs_and_text() -> None:
     assert config.sources == (SourceConfig("demo"),) and config.detect_every == 3
 
 
-# ----------------------------------------------------------------------------- detect schedule
+# ----------------------------------------------------------------------------- bad frames
 
 
-def faces_at(x: float, ids: tuple[int, ...] = (1, 2)) -> TrackedFaces:
-    boxes = np.array([[x + 100 * i, 50, x + 100 * i + 60, 110] for i in range(len(ids))], np.float32)
-    return TrackedFaces(np.array(ids), boxes, np.full((len(ids), 4), 0.25, np.float32))
+class FailingClassifier(FaceClassifier):
+    """The tiny classifier, failing on the frames it is told to with the error it is given."""
+
+    def __init__(self, model: Path, error: Exception, frames: Callable[[int], bool]) -> None:
+        super().__init__(ClassifierConfig(model_path=model))
+        self.error, self.frames, self.calls = error, frames, 0
+
+    def classify(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.frames(self.calls):
+            raise self.error
+        return super().classify(image_bgr, boxes)
 
 
-def run_schedule(every: int | str, speed_px_per_frame: float, frames: int = 60,
-                 period_ms: float = 33.3) -> list[bool]:
-    schedule = DetectSchedule(every)
-    due = []
-    for i in range(frames):
-        ts = i * period_ms
-        due.append(schedule.due(ts))
-        if due[-1]:
-            schedule.observe(faces_at(i * speed_px_per_frame), ts)
-    return due
+def test_a_bad_frame_is_counted_and_skipped(tiny_classifier_path: Path) -> None:
+    classifier = FailingClassifier(tiny_classifier_path, FrameError("not an image"), lambda n: n in (5, 6))
+    pipeline = Pipeline(make_config(tiny_classifier_path, detect_every=1), classifier=classifier)
+    rows = list(pipeline.run())
+    assert pipeline.stats.bad_frames == 2 and pipeline.stats.frames == CLIP_FRAMES - 2
+    assert sum(r.frames for r in rows) == CLIP_FRAMES - 2
 
 
-@pytest.mark.parametrize(
-    ("every", "speed", "low", "high"),
-    [
-        (1, 0.0, 60, 60),
-        (4, 0.0, 15, 15),
-        ("auto", 0.0, 60 // AUTO_MAX_EVERY, 60 // AUTO_MAX_EVERY + 2),  # still faces: the longest interval
-        ("auto", 1.0, 20, 30),  # 1/60 of a face per frame: about every 3rd frame
-        ("auto", 12.0, 60, 60),  # a fifth of a face per frame: every frame
-    ],
-)
-def test_detect_schedule(every: int | str, speed: float, low: int, high: int) -> None:
-    assert low <= sum(run_schedule(every, speed)) <= high
+def test_a_programming_error_surfaces_at_once(tiny_classifier_path: Path) -> None:
+    classifier = FailingClassifier(tiny_classifier_path, KeyError("bug"), lambda n: n >= 3)
+    pipeline = Pipeline(make_config(tiny_classifier_path, detect_every=1), classifier=classifier)
+    with pytest.raises(KeyError, match="bug"):
+        list(pipeline.run())
+    assert pipeline.stats.bad_frames == 0 and classifier.calls == 3
 
 
-def test_auto_schedule_respects_the_time_bound() -> None:
-    due = run_schedule("auto", 0.0, frames=40, period_ms=200.0)  # 5 fps: 400 ms allows only K=2
-    assert sum(due) == pytest.approx(20, abs=2)
+def test_too_many_bad_frames_in_a_row_is_one_clear_error(tiny_classifier_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_module, "MAX_BAD_FRAMES_IN_A_ROW", 5)  # the clip has fewer frames than 50
+    classifier = FailingClassifier(tiny_classifier_path, FrameError("not an image"), lambda n: n > 2)
+    pipeline = Pipeline(make_config(tiny_classifier_path, detect_every=1), classifier=classifier)
+    with pytest.raises(SourceError, match=r"demo: 6 frames in a row could not be processed; last: FrameError"):
+        list(pipeline.run())
+    assert pipeline.stats.frames == 2 and pipeline.stats.bad_frames == 6

@@ -147,6 +147,9 @@ def test_a_camera_that_is_down_at_start_is_waited_for(caplog: pytest.LogCaptureF
 def test_redact_url() -> None:
     assert redact_url("rtsp://admin:pw@cam.local:554/s") == "rtsp://admin:***@cam.local:554/s"
     assert redact_url("rtsp://cam.local/s") == "rtsp://cam.local/s"
+    assert redact_url("rtsp://cam.local:554/s") == "rtsp://cam.local:554/s"
+    assert redact_url("rtsp://TOKEN@cam.local/s") == "rtsp://***@cam.local/s"  # a bare token is a secret too
+    assert redact_url("from rtsp://a:b@x/1 and http://c:d@y/2") == "from rtsp://a:***@x/1 and http://c:***@y/2"
 
 
 # ----------------------------------------------------------------------------- files and folders

@@ -7,7 +7,7 @@ import pytest
 
 from edumood_live.errors import ConfigError
 from edumood_live.tracker import Tracker, TrackerConfig, greedy_match, iou_matrix
-from edumood_live.types import Detections
+from edumood_live.types import Detections, TrackedFaces
 
 K = 4
 ENGAGED = np.array([[0.0, 0.1, 0.8, 0.1]], np.float32)
@@ -165,3 +165,10 @@ def test_probs_must_match_the_faces(call, match: str) -> None:
     tracker.update(dets((0, 0, 40, 40)), uniform(1), 0)
     with pytest.raises(ValueError, match=match):
         call(tracker)
+
+
+def test_tracked_faces_reject_a_detected_array_of_another_length() -> None:
+    boxes, probs = np.zeros((2, 4), np.float32), np.full((2, 4), 0.25, np.float32)
+    assert TrackedFaces(np.array([1, 2]), boxes, probs).detected.tolist() == [True, True]  # None: all detected
+    with pytest.raises(ValueError, match="detected has 1 entries for 2 faces"):
+        TrackedFaces(np.array([1, 2]), boxes, probs, detected=np.array([True]))
