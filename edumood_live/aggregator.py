@@ -17,6 +17,7 @@ import numpy as np
 
 from edumood_live.errors import ConfigError
 from edumood_live.types import TrackedFaces, WindowStatus, WindowSummary
+from edumood_live.validation import require_number
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,9 @@ class AggregatorConfig:
         if len(set(lowered)) != len(lowered):
             raise ConfigError(f"labels={labels!r}: names must be unique (case-insensitively)")
         object.__setattr__(self, "labels", labels)
-        window_ok = isinstance(self.window_s, (int, float)) and math.isfinite(self.window_s)
-        if not (window_ok and self.window_s > 0):
-            raise ConfigError(f"window_s={self.window_s!r}: must be a positive number of seconds")
-        if isinstance(self.min_group, bool) or not isinstance(self.min_group, int) or self.min_group < 0:
-            raise ConfigError(f"min_group={self.min_group!r}: must be an integer >= 0 (0 = no suppression)")
-        if not 0.0 <= self.low_confidence <= 1.0:
-            raise ConfigError(f"low_confidence={self.low_confidence!r}: must be in [0, 1]")
+        require_number("window_s", self.window_s, 0, low_open=True)
+        require_number("min_group", self.min_group, 0, integer=True, extra=" (0 = no suppression)")
+        require_number("low_confidence", self.low_confidence, 0, 1)
         if not self.source:
             raise ConfigError("source='': must name the source")
         start = self.start_utc if self.start_utc is not None else datetime.now(UTC)
