@@ -276,20 +276,21 @@ def test_webcam_reads_real_time_frames() -> None:
 
 
 def test_slow_consumer_gets_latest_frames_only() -> None:
-    factory, _ = paced_factory(fps=60.0)
+    factory, made = paced_factory(fps=60.0)
     with open_source(SourceConfig("0", **FAST_LIVE), capture_factory=factory) as source:
-        frames, lags = [], []
+        frames, behind = [], []
         for _ in range(8):
             time.sleep(0.1)  # a consumer slower than the camera (work, not a wait for a condition)
             frame = source.read(1.0)
             assert frame is not None
-            lags.append(time.monotonic() * 1000 - frame.timestamp_ms)
+            behind.append(made[-1].frames - 1 - frame.index)  # frames grabbed since this one
             frames.append(frame)
         stats = source.stats()
     assert stats.frames_dropped >= 8 * 3  # about 5 of every 6 frames superseded
     assert (np.diff([f.timestamp_ms for f in frames]) > 0).all()
     assert (np.diff([f.index for f in frames]) >= 3).all()  # the stale frames in between were never seen
-    assert max(lags) < 250, lags  # newest frame, not a queue: lag stays about one frame period
+    # newest frame, not a queue: at most the one grabbed while we read (counted in frames, not wall time)
+    assert max(behind) <= 1, behind
 
 
 def test_live_max_fps_drops_frames() -> None:
@@ -338,9 +339,8 @@ def test_hung_read_triggers_watchdog_and_close_does_not_hang() -> None:
         wait_for(source, lambda: source.stats().state == "reconnecting", 3.0)
         assert "watchdog" in (source.stats().last_error or "")
         wait_for(source, lambda: source.stats().reconnects >= 1, 3.0)
-        start = time.monotonic()
-        source.close()
-        assert time.monotonic() - start < 2.5  # the hung grabbers are abandoned, not waited for
+        source.close()  # returns although every grabber is still blocked in grab(): abandoned, not waited for
+        assert any(t.name.startswith("edumood-grab") for t in threading.enumerate())
         assert source.finished and source.stats().state == SourceState.ENDED
     finally:
         for capture in made:
