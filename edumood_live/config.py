@@ -325,3 +325,21 @@ def _normalise_sources(
     if not result:
         raise ConfigError("sources=() is not allowed; give at least one source (e.g. 'webcam' or 'demo')")
     return result
+
+
+# ----------------------------------------------------------------------------- single images
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    """Settings of `analyzer.FaceAnalyzer` (faces of single images): the run's own detector and classifier
+    settings, so an image is analysed exactly as the live pipeline sees a frame."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("detector", DetectorConfig), ("classifier", ClassifierConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ConfigError(f"{name}={value!r} is not allowed; use a {kind.__name__}")
