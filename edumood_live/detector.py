@@ -26,6 +26,7 @@ import numpy as np
 from mediapipe.tasks.python import vision
 from mediapipe.tasks.python.core.base_options import BaseOptions
 
+from edumood_live.attention import NUM_KEYPOINTS
 from edumood_live.config import DetectorConfig, parse_grid
 from edumood_live.errors import FrameError, ModelError
 from edumood_live.resources import default_detector_path
@@ -116,7 +117,8 @@ def merge_boxes(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray, iou_thre
 
 
 class FaceDetector:
-    """Finds faces in BGR frames: ``detect(image_bgr) -> Detections`` (xyxy float32, clipped)."""
+    """Finds faces in BGR frames: ``detect(image_bgr) -> Detections`` (xyxy float32 boxes, clipped to the
+    frame; the six BlazeFace keypoints per face in frame pixels, not clipped: an ear may lie outside)."""
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
@@ -195,22 +197,24 @@ class FaceDetector:
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         cut = np.concatenate([p[2] for p in parts])
+        keypoints = np.concatenate([p[3] for p in parts])
         if len(boxes) == 0:
             return Detections.empty()
         np.clip(boxes, 0, [frame_w, frame_h, frame_w, frame_h], out=boxes)
         valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         if len(regions) > 1:
             keep = merge_boxes(boxes[valid], scores[valid], cut[valid], self.config.nms_iou)
-            return Detections(boxes[valid][keep], scores[valid][keep])
-        return Detections(boxes[valid], scores[valid])
+            return Detections(boxes[valid][keep], scores[valid][keep], keypoints[valid][keep])
+        return Detections(boxes[valid], scores[valid], keypoints[valid])
 
     @staticmethod
     def _run(
         detector: vision.FaceDetector, rgb: np.ndarray, regions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run one detector instance over some regions: boxes in frame coordinates, scores, cut flags."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Run one detector instance over some regions: boxes and keypoints in frame coordinates, scores,
+        cut flags. A face's keypoints come from the same tile as its box, so merging keeps them together."""
         frame_h, frame_w = rgb.shape[:2]
-        rows: list[tuple[float, float, float, float, float, bool]] = []
+        rows: list[list[float]] = []
         for x0, y0, x1, y1 in regions.tolist():
             whole = (x0, y0, x1, y1) == (0, 0, frame_w, frame_h)
             tile = rgb if whole else np.ascontiguousarray(rgb[y0:y1, x0:x1])
@@ -227,9 +231,13 @@ class FaceDetector:
                 )
                 left, top = x0 + bb.origin_x, y0 + bb.origin_y
                 score = det.categories[0].score if det.categories else 0.0
-                rows.append((left, top, left + bb.width, top + bb.height, score, cut))
-        table = np.asarray(rows, np.float32).reshape(-1, 6)
-        return table[:, :4].copy(), table[:, 4].copy(), table[:, 5] > 0
+                points = [math.nan] * (2 * NUM_KEYPOINTS)
+                if len(det.keypoints) == NUM_KEYPOINTS:  # normalised to the tile
+                    points = [v for k in det.keypoints for v in (x0 + k.x * tile_w, y0 + k.y * tile_h)]
+                rows.append([left, top, left + bb.width, top + bb.height, score, float(cut), *points])
+        table = np.asarray(rows, np.float32).reshape(-1, 6 + 2 * NUM_KEYPOINTS)
+        keypoints = table[:, 6:].reshape(-1, NUM_KEYPOINTS, 2).copy()
+        return table[:, :4].copy(), table[:, 4].copy(), table[:, 5] > 0, keypoints
 
     def close(self) -> None:
         """Release the detector instances and the worker threads."""

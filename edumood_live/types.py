@@ -6,11 +6,14 @@ Time is the source's monotonic timestamp in milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from edumood_live.attention import NUM_KEYPOINTS
 from edumood_live.states import WindowStatus
+
+_NO_KEYPOINTS = np.zeros((0, NUM_KEYPOINTS, 2), np.float32)  # sentinel: Detections built without keypoints
 
 
 @dataclass(frozen=True)
@@ -25,18 +28,33 @@ class Frame:
 
 @dataclass(frozen=True)
 class Detections:
-    """Face boxes found in one frame."""
+    """Face boxes found in one frame, with BlazeFace's six keypoints per face.
+
+    ``keypoints`` (N, 6, 2) float32 frame pixels in `edumood_live.attention.KEYPOINTS` order (right eye,
+    left eye, nose tip, mouth centre, right ear tragion, left ear tragion; the subject's right and left);
+    NaN where the detector gave none; left out when constructing: NaN for every face.
+    """
 
     boxes: np.ndarray  # (N, 4) float32 xyxy pixels
     scores: np.ndarray  # (N,) float32 in [0, 1]
+    keypoints: np.ndarray = field(default_factory=lambda: _NO_KEYPOINTS)  # (N, 6, 2) float32 pixels
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         if len(boxes) != len(scores):
             raise ValueError(f"boxes has {len(boxes)} rows but scores has {len(scores)}")
+        if self.keypoints is _NO_KEYPOINTS:
+            keypoints = np.full((len(boxes), NUM_KEYPOINTS, 2), np.nan, np.float32)
+        else:
+            keypoints = np.asarray(self.keypoints, dtype=np.float32)
+            if keypoints.shape != (len(boxes), NUM_KEYPOINTS, 2):
+                raise ValueError(
+                    f"keypoints must have shape ({len(boxes)}, {NUM_KEYPOINTS}, 2), got {keypoints.shape}"
+                )
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "keypoints", keypoints)
 
     @classmethod
     def empty(cls) -> Detections:
@@ -46,7 +64,7 @@ class Detections:
         return len(self.boxes)
 
     def __getitem__(self, index: np.ndarray | slice) -> Detections:
-        return Detections(self.boxes[index], self.scores[index])
+        return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
 
 
 @dataclass(frozen=True)
