@@ -139,7 +139,7 @@ def single_rows(tiny_classifier_path: Path) -> list[WindowSummary]:
 )
 def test_the_default_share_leaves_room_for_the_loss_of_a_node(node_cpus: list[float], actors: int,
                                                                share: float) -> None:
-    from edumood_live.cluster.driver import resilient_share
+    from edumood_live.cluster.placement import resilient_share
 
     assert resilient_share(node_cpus, actors) == share
 
@@ -156,7 +156,7 @@ def test_the_default_share_leaves_room_for_the_loss_of_a_node(node_cpus: list[fl
     ],
 )
 def test_the_cpu_share_fits_node_by_node(node_cpus: list[float], actors: int, share: float) -> None:
-    from edumood_live.cluster.driver import fitting_share
+    from edumood_live.cluster.placement import fitting_share
 
     assert fitting_share(node_cpus, actors) == share
     assert sum(int(c / share + 1e-9) for c in node_cpus) >= actors
