@@ -184,6 +184,10 @@ def test_configs_and_rows_are_picklable(tiny_classifier_path: Path) -> None:
         ({"batch_wait_ms": -1}, r"batch_wait_ms=-1 .* \[0, 1000\]"),
         ({"max_restarts": -2}, r"max_restarts=-2 .* >= -1"),
         ({"poll_s": 0}, "poll_s=0"),
+        ({"max_batch_faces": 1.5}, r"max_batch_faces=1\.5 is not allowed; use an integer >= 1"),
+        ({"num_cpus": "4"}, r"num_cpus='4' is not allowed; use an integer >= 1 or None"),
+        ({"classifier_gpus": True}, r"classifier_gpus=True is not allowed; use a number in \[0, 16\]"),
+        ({"start_timeout_s": float("inf")}, r"start_timeout_s=inf is not allowed; use a finite number > 0"),
     ],
 )
 def test_cluster_config_rejects_bad_values(kwargs: dict, match: str) -> None:

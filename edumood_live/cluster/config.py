@@ -7,11 +7,11 @@ per source, one or more shared classifier workers that batch face crops across c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 from edumood_live.errors import ConfigError
 from edumood_live.types import WindowSummary
+from edumood_live.validation import require_number
 
 PER_NODE = "per-node"
 CLUSTER_COLUMNS = ("node", "actor")  # appended to the single-process window-row columns
@@ -55,39 +55,21 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
-            _refuse("address", self.address, "None (start Ray here), 'auto', 'host:port' or 'ray://host:port'")
-        if self.num_cpus is not None and not _is_int(self.num_cpus, minimum=1):
-            _refuse("num_cpus", self.num_cpus, "an integer >= 1 or None")
+            raise ConfigError(
+                f"address={self.address!r} is not allowed; use None (start Ray here), 'auto', 'host:port' or "
+                "'ray://host:port'"
+            )
+        require_number("num_cpus", self.num_cpus, 1, integer=True, none_ok=True)
         for name in ("camera_cpus", "classifier_cpus"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and 0 < value <= 256):
-                _refuse(name, value, "a number in (0, 256] or None (auto)")
-        if not (_is_number(self.classifier_gpus) and 0 <= self.classifier_gpus <= 16):
-            _refuse("classifier_gpus", self.classifier_gpus, "a number in [0, 16]")
-        if self.classifier_replicas != PER_NODE and not _is_int(self.classifier_replicas, minimum=1):
-            _refuse("classifier_replicas", self.classifier_replicas, f"an integer >= 1 or {PER_NODE!r}")
-        if not _is_int(self.max_batch_faces, minimum=1):
-            _refuse("max_batch_faces", self.max_batch_faces, "an integer >= 1")
-        if not (_is_number(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 1000):
-            _refuse("batch_wait_ms", self.batch_wait_ms, "a number in [0, 1000]")
-        if not _is_int(self.max_restarts, minimum=-1):
-            _refuse("max_restarts", self.max_restarts, "an integer >= -1 (-1: for ever)")
+            require_number(name, getattr(self, name), 0, 256, low_open=True, none_ok=True, extra=" (auto)")
+        require_number("classifier_gpus", self.classifier_gpus, 0, 16)
+        if self.classifier_replicas != PER_NODE:
+            require_number("classifier_replicas", self.classifier_replicas, 1, integer=True, extra=f" or {PER_NODE!r}")
+        require_number("max_batch_faces", self.max_batch_faces, 1, integer=True)
+        require_number("batch_wait_ms", self.batch_wait_ms, 0, 1000)
+        require_number("max_restarts", self.max_restarts, -1, integer=True, extra=" (-1: for ever)")
         for name in ("poll_s", "start_timeout_s"):
-            value = getattr(self, name)
-            if not (_is_number(value) and value > 0):
-                _refuse(name, value, "a finite number > 0")
-
-
-def _refuse(name: str, value: object, allowed: str) -> None:
-    raise ConfigError(f"{name}={value!r} is not allowed; use {allowed}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+            require_number(name, getattr(self, name), 0, low_open=True)
 
 
 @dataclass(frozen=True)
