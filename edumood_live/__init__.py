@@ -10,8 +10,11 @@ The public API is small::
 
     rows = run(config)                      # the same, to the end, as a list
 
+    with FaceAnalyzer() as analyzer:        # faces of single images: boxes, keypoints, probabilities, facing
+        faces = analyzer.analyze(cv2.imread("photo.jpg"))
+
 Every config (`SourceConfig`, `DetectorConfig`, `ClassifierConfig`, `TrackerConfig`, `OutputConfig`,
-`RunConfig`) lives in `edumood_live.config` and is re-exported here. Names are
+`RunConfig`, `AnalyzerConfig`) lives in `edumood_live.config` and is re-exported here. Names are
 imported lazily, so ``import edumood_live`` stays cheap (MediaPipe and onnxruntime load on first use).
 """
 
@@ -29,6 +32,10 @@ except metadata.PackageNotFoundError:  # running from a source tree that is not 
 
 _EXPORTS = {
     "Pipeline": "edumood_live.pipeline",
+    "FaceAnalyzer": "edumood_live.analyzer",
+    "Faces": "edumood_live.analyzer",
+    "Face": "edumood_live.analyzer",
+    "AnalyzerConfig": "edumood_live.config",
     "run": "edumood_live.pipeline",
     "RunConfig": "edumood_live.config",
     "OutputConfig": "edumood_live.config",
@@ -47,10 +54,14 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AnalyzerConfig",
     "ClassifierConfig",
     "ConfigError",
     "DetectorConfig",
     "EduMoodError",
+    "Face",
+    "FaceAnalyzer",
+    "Faces",
     "ModelError",
     "OutputConfig",
     "OutputError",
@@ -67,7 +78,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from edumood_live.analyzer import Face, FaceAnalyzer, Faces
     from edumood_live.config import (
+        AnalyzerConfig,
         ClassifierConfig,
         DetectorConfig,
         OutputConfig,

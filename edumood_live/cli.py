@@ -53,8 +53,9 @@ Class-level engagement statistics from classroom or meeting video: finds faces, 
 one with the model's labels, tracks them anonymously and writes aggregates per time window to a
 live console, CSV and JSONL.
 
-subcommand:
+subcommands:
   edumood-live report OUT.html INPUT.csv [INPUT.jsonl ...]   HTML report from outputs
+  edumood-live analyze PATH... [--csv FILE] [--jsonl FILE]   one row per face of images / video frames
 """
 EXAMPLES = """\
 examples:
@@ -68,6 +69,7 @@ examples:
                                                          one Ray actor per camera, Ray started here
   edumood-live --ray auto --source ... --source ...      on the Ray cluster this machine belongs to
   edumood-live report lesson.html lesson.csv             HTML report from CSV/JSONL outputs
+  edumood-live analyze photos/ --csv faces.csv           one row per face of each image (see analyze --help)
 
 outputs: one row per source and window (window_start, window_end, source, status, frames, fps,
   faces_mean, tracks, share_<label>..., engagement_index, dominant_label, low_confidence_share,
@@ -328,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["report"]:
         return report_command(arguments[1:])
+    if arguments[:1] == ["analyze"]:
+        from edumood_live.cli_analyze import analyze_command
+
+        return analyze_command(arguments[1:])
     args = build_parser().parse_args(arguments)
     console = Console(stderr=True)
     with logging_to(console, args.verbose):
