@@ -24,7 +24,6 @@ import onnxruntime as ort
 
 from edumood_live.config import ClassifierConfig, Device, PadMode
 from edumood_live.crop import LEGACY_CROP, CropSpec, crop_faces
-from edumood_live.crop import square_boxes as square_boxes  # train/data.py takes it from here
 from edumood_live.errors import ConfigError, FrameError, ModelError
 from edumood_live.resources import SHIPPED_CLASSIFIERS, classifier_path
 

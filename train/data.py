@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edumood_live.classifier import CropSpec, crop_faces, square_boxes
+from edumood_live.crop import CropSpec, crop_faces, square_boxes
 from train.recipe import ANY_FOLDER, Recipe, RecipeError, SourceSpec
 
 log = logging.getLogger(__name__)
