@@ -4,7 +4,7 @@ Each input goes through `analyzer.FaceAnalyzer` (the runtime's detector, crop an
 tracking). Rows go to stdout as readable lines, and with ``--csv`` / ``--jsonl`` to files (``-`` = stdout
 instead of the lines); they hold numbers and labels only, nothing that shows a face. An input that cannot
 be read (missing, not an image, damaged) is reported in one line and skipped; the rows of the others are
-written as each input finishes, and the exit status is then 1.
+written (and flushed) image by image, frame by frame, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def readable(row: dict[str, object], labels: Sequence[str]) -> str:
 
 
 class RowWriters:
-    """Where rows go: readable lines on stdout, a CSV, a JSONL (each flushed after every input)."""
+    """Where rows go: readable lines on stdout, a CSV, a JSONL (each flushed after every image or frame)."""
 
     def __init__(self, stack: ExitStack, args: argparse.Namespace, labels: Sequence[str]) -> None:
         self.labels = list(labels)
@@ -269,24 +269,25 @@ def check_outputs(args: argparse.Namespace, inputs: Sequence[Input]) -> None:
 
 
 def analyze_all(analyzer: FaceAnalyzer, inputs: Sequence[Input], stride: int, writers: RowWriters) -> list[str]:
-    """Analyse every input, writing its rows when it is done; the inputs that could not be read, one line each."""
+    """Analyse every input, writing the rows of each image or frame as it is done; the names of the inputs
+    that could not be read (each reported in one line)."""
     failed, counts = [], {"images": 0, "frames": 0, "faces": 0}
     for item in inputs:
-        rows: list[dict[str, object]] = []
+        found = 0
         try:
             for frame, time_s, image in frames_of(item, stride):
-                faces = analyzer.analyze(image)
-                rows += face_rows(item.name, frame, time_s, faces)
+                rows = face_rows(item.name, frame, time_s, analyzer.analyze(image))
+                writers.write(rows)
+                found += len(rows)
                 counts["frames" if item.video else "images"] += 1
         except (FrameError, SourceError) as exc:
             reason = str(exc).removeprefix(item.name).removeprefix(str(item.path)).lstrip(": ")
             logger.error("skipped %s: %s", item.name, reason)
             failed.append(item.name)
-            if not rows:
-                continue
-        writers.write(rows)
-        counts["faces"] += len(rows)
-        if not rows:
+            continue
+        finally:
+            counts["faces"] += found
+        if not found:
             logger.info("%s: no face found", item.name)
     logger.info("analysed %d image(s) and %d video frame(s): %d face(s)%s", counts["images"], counts["frames"],
                 counts["faces"], f"; {len(failed)} input(s) could not be read" if failed else "")
