@@ -38,6 +38,11 @@ logger = logging.getLogger("edumood_live.cli")
 STDOUT = "-"
 DEMO = "demo"  # the bundled sample clip, as in ``--source demo``
 _DETECTOR, _CLASSIFIER = DetectorConfig(), ClassifierConfig()
+RESPONSIBLE_USE = (
+    "responsible use: a label is what the model makes of one face in one image, not a reading of that "
+    "person's state; emotion inference from faces is scientifically contested and prohibited in EU "
+    "education institutions (AI Act art. 5(1)(f))"
+)
 
 DESCRIPTION = """\
 Find and classify the faces of images, folders of images and video files: one row per face (file,
@@ -310,6 +315,7 @@ def analyze_command(argv: Sequence[str]) -> int:
 
             with FaceAnalyzer(config) as analyzer, ExitStack() as stack:
                 writers = RowWriters(stack, args, analyzer.labels)
+                logger.info(RESPONSIBLE_USE)
                 failed = analyze_all(analyzer, inputs, args.stride, writers)
         except EduMoodError as exc:
             return fail(exc)
