@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from edumood_live.attention import FACING_THRESHOLD
 from edumood_live.errors import ConfigError
 from edumood_live.types import TrackedFaces, WindowStatus, WindowSummary
 from edumood_live.validation import require_number
@@ -24,13 +25,15 @@ from edumood_live.validation import require_number
 class AggregatorConfig:
     """Aggregator settings.
 
-    labels: class names in model output order (from the model file).
+    labels: class names in model output order (from the model file); empty when no expression classifier
+        runs (``--signals attention``): rows then have no class shares.
     window_s: window length in seconds of source time.
     min_group: windows with fewer faces per frame on average get per-class stats withheld (0 = never).
     low_confidence: an observation whose top smoothed probability is below this counts as low-confidence.
     source: source name written in every row.
     start_utc: wall-clock time (timezone-aware) of the first timestamp; None = now.
     per_track: also collect anonymous per-track rows (`Aggregator.track_rows`).
+    attention: report `WindowSummary.attention_share` (False: it stays None).
     """
 
     labels: tuple[str, ...]
@@ -40,11 +43,14 @@ class AggregatorConfig:
     source: str = "source"
     start_utc: datetime | None = None
     per_track: bool = False
+    attention: bool = True
 
     def __post_init__(self) -> None:
         labels = tuple(self.labels) if not isinstance(self.labels, str) else (self.labels,)
-        if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-            raise ConfigError(f"labels={self.labels!r}: must be a non-empty list of non-empty names")
+        if not all(isinstance(x, str) and x.strip() for x in labels):
+            raise ConfigError(f"labels={self.labels!r}: must be a list of non-empty names")
+        if not labels and not self.attention:
+            raise ConfigError("labels=() and attention=False: a run needs class labels, attention or both")
         lowered = [x.lower() for x in labels]
         if len(set(lowered)) != len(lowered):
             raise ConfigError(f"labels={labels!r}: names must be unique (case-insensitively)")
@@ -74,6 +80,7 @@ class TrackRow:
     frames_seen: int
     shares: dict[str, float | None]
     dominant_label: str | None
+    attention_share: float | None = None
 
     def to_row(self) -> dict[str, object]:
         """Flat dict in the documented column order."""
@@ -87,7 +94,13 @@ class TrackRow:
         for label, share in self.shares.items():
             row[f"share_{label.lower()}"] = None if share is None else round(share, 4)
         row["dominant_label"] = self.dominant_label
+        row["attention_share"] = None if self.attention_share is None else round(self.attention_share, 4)
         return row
+
+
+def attention_share(facing: int, known: int) -> float | None:
+    """Fraction of face observations that faced the front, among those whose facing was known."""
+    return facing / known if known else None
 
 
 def engagement_index(shares: dict[str, float | None]) -> float | None:
@@ -120,6 +133,15 @@ def live_shares(faces: TrackedFaces, labels: tuple[str, ...], min_group: int) ->
     return class_shares(np.bincount(faces.probs.argmax(axis=1), minlength=len(labels)), n, labels)
 
 
+def live_attention(faces: TrackedFaces, min_group: int) -> float | None:
+    """Attention share over the faces of one frame, for the live view; None as `live_shares`, or when no
+    face's facing is known."""
+    n = len(faces)
+    if not n or n < max(min_group, 1):
+        return None
+    return attention_share(int((faces.facing >= FACING_THRESHOLD).sum()), int(np.isfinite(faces.facing).sum()))
+
+
 @dataclass
 class _Window:
     """Counts accumulated for the open window."""
@@ -129,9 +151,11 @@ class _Window:
     frames: int = 0
     observations: int = 0
     low_confidence: int = 0
+    facing_known: int = 0  # observations with a known facing score
+    facing: int = 0  # ... of which facing the front (smoothed score >= 0.5)
     last_ms: float = -math.inf
     counts: np.ndarray = field(init=False)
-    per_track: dict[int, list] = field(default_factory=dict)  # id -> [frames_seen, counts (K,)]
+    per_track: dict[int, list] = field(default_factory=dict)  # id -> [frames_seen, counts (K,), known, facing]
 
     def __post_init__(self) -> None:
         self.counts = np.zeros(self.num_classes, np.int64)
@@ -172,14 +196,23 @@ class Aggregator:
         self._dropped_total = max(self._dropped_total, int(dropped_frames_total))
         if len(faces):
             probs = np.asarray(faces.probs, np.float64)
-            top = probs.argmax(axis=1)
+            top = probs.argmax(axis=1) if k else np.zeros(len(faces), np.int64)
             win.observations += len(faces)
-            win.counts += np.bincount(top, minlength=k)
-            win.low_confidence += int((probs.max(axis=1) < self.config.low_confidence).sum())
-            for tid, label in zip(faces.track_ids.tolist(), top.tolist(), strict=True):
-                seen = win.per_track.setdefault(int(tid), [0, np.zeros(k, np.int64)])
+            if k:
+                win.counts += np.bincount(top, minlength=k)
+            if k:
+                win.low_confidence += int((probs.max(axis=1) < self.config.low_confidence).sum())
+            known = np.isfinite(faces.facing)
+            front = faces.facing >= FACING_THRESHOLD  # False for NaN
+            win.facing_known += int(known.sum())
+            win.facing += int(front.sum())
+            for i, tid in enumerate(faces.track_ids.tolist()):
+                seen = win.per_track.setdefault(int(tid), [0, np.zeros(k, np.int64), 0, 0])
                 seen[0] += 1
-                seen[1][label] += 1
+                if k:
+                    seen[1][top[i]] += 1
+                seen[2] += int(known[i])
+                seen[3] += int(front[i])
         return closed
 
     def advance(self, now_ms: float) -> list[WindowSummary]:
@@ -266,13 +299,16 @@ class Aggregator:
             status = short
         else:
             status = WindowStatus.OK
+        attention: float | None = None
         if suppressed or win.observations == 0:
             shares, index, dominant, low = none_shares, None, None, None
         else:
             shares = class_shares(win.counts, win.observations, cfg.labels)
             index = engagement_index(shares)
-            dominant = cfg.labels[int(win.counts.argmax())]
-            low = win.low_confidence / win.observations
+            dominant = cfg.labels[int(win.counts.argmax())] if cfg.labels else None
+            low = win.low_confidence / win.observations if cfg.labels else None
+            if cfg.attention:
+                attention = attention_share(win.facing, win.facing_known)
         if cfg.per_track:
             self._pending_tracks.extend(self._track_rows(win, start, end, withheld=suppressed))
         return WindowSummary(
@@ -289,20 +325,23 @@ class Aggregator:
             dominant_label=dominant,
             low_confidence_share=low,
             dropped_frames=dropped,
+            attention_share=attention,
         )
 
     def _track_rows(self, win: _Window, start: str, end: str, withheld: bool) -> list[TrackRow]:
         labels = self.config.labels
         rows = []
         for tid in sorted(win.per_track):
-            seen, counts = win.per_track[tid]
+            seen, counts, known, front = win.per_track[tid]
+            attention = None
             if withheld:
                 shares: dict[str, float | None] = dict.fromkeys(labels)
                 dominant = None
             else:
                 shares = class_shares(counts, seen, labels)
-                dominant = labels[int(counts.argmax())]
-            rows.append(TrackRow(self.config.source, start, end, f"t{tid}", seen, shares, dominant))
+                dominant = labels[int(counts.argmax())] if labels else None
+                attention = attention_share(front, known) if self.config.attention else None
+            rows.append(TrackRow(self.config.source, start, end, f"t{tid}", seen, shares, dominant, attention))
         return rows
 
 

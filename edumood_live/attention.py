@@ -61,6 +61,7 @@ _MODEL_PINV = np.linalg.pinv(_MODEL_CENTRED.T)  # (6, 3): M = points_centred.T @
 
 YAW_LIMIT_DEG = 30.0  # |yaw| beyond this: turned away from the front (a neighbour, a window, the wall)
 PITCH_LIMIT_DEG = 25.0  # |pitch| beyond this: looking down at the desk/phone or up at the ceiling
+FACING_THRESHOLD = 0.5  # a (smoothed) score at or above this counts as facing the front
 SOFTNESS_DEG = 5.0  # width of the logistic steps: 5 degrees past a limit the score factor is ~0.27
 
 

@@ -22,6 +22,7 @@ from rich.console import Console
 from edumood_live import __version__
 from edumood_live.cli_process import EXIT_FORCED, logging_to, prefer_fast_rtsp, quiet_opencv, stop_on_signals
 from edumood_live.config import (
+    ALL_SIGNALS,
     ClassifierConfig,
     DetectorConfig,
     Device,
@@ -65,6 +66,8 @@ examples:
   edumood-live --source cam1.mp4 --source cam2.mp4 --csv rooms.csv --window 30
   edumood-live --source lesson.mp4 --detect-every 3 --tiles 4x3 --min-face 24 --csv lesson.csv
   edumood-live --source lesson.mp4 --annotate review.webm annotated video, faces blurred
+  edumood-live --source lesson.mp4 --signals attention --csv lesson.csv
+                                                         head orientation only: no emotion model loaded
   edumood-live --ray --source rtsp://cam1/s --source rtsp://cam2/s --csv rooms.csv
                                                          one Ray actor per camera, Ray started here
   edumood-live --ray auto --source ... --source ...      on the Ray cluster this machine belongs to
@@ -73,7 +76,8 @@ examples:
 
 outputs: one row per source and window (window_start, window_end, source, status, frames, fps,
   faces_mean, tracks, share_<label>..., engagement_index, dominant_label, low_confidence_share,
-  dropped_frames; with --ray also node, actor); labels come from the model file. Nothing showing a
+  dropped_frames, attention_share; with --ray also node, actor); labels come from the model file, and
+  --signals attention has no share_<label> columns. Nothing showing a
   face is written unless --annotate is given, and then faces are blurred unless --no-blur.
 
 exit status: 0 done (also after Ctrl-C or SIGTERM: the last window is written, marked partial if short),
@@ -158,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--detect-every", default=str(_RUN.detect_every), metavar="K|auto",
                      help="run the detector every K-th frame (K in 1..30) and track in between; auto "
                           "(default) picks K from how fast faces move; 1 = every frame")
+    mdl.add_argument("--signals", default=",".join(s.value for s in ALL_SIGNALS), metavar="LIST",
+                     help="what to infer: expressions,attention (default), expressions, or attention (head "
+                          "orientation from the detector's keypoints only; no expression/emotion model is "
+                          "loaded or run, and rows have no class shares)")
     out = p.add_argument_group("outputs")
     out.add_argument("--csv", type=Path, metavar="PATH", help="write window rows to this CSV")
     out.add_argument("--jsonl", type=Path, metavar="PATH", help="write window rows to this JSON Lines file")
@@ -214,6 +222,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         min_group=args.min_group,
         detect_every=args.detect_every,
         duration_s=args.duration,
+        signals=args.signals,
     )
 
 
@@ -311,7 +320,7 @@ FIELD_FLAGS = {
     "stride": "--stride", "duration_s": "--duration", "max_retries": "--max-retries",
     "read_timeout_s": "--read-timeout", "watchdog_s": "--watchdog", "csv_path": "--csv", "jsonl_path": "--jsonl",
     "folder_fps": "--folder-fps", "camera_cpus": "--camera-cpus", "classifier_cpus": "--classifier-cpus",
-    "classifier_replicas": "--classifier-replicas",
+    "classifier_replicas": "--classifier-replicas", "signals": "--signals",
 }  # fmt: skip
 _FIELD_RE = re.compile(r"\b(" + "|".join(FIELD_FLAGS) + r")=")
 

@@ -44,6 +44,32 @@ class Device(str, Enum):
     CUDA = "cuda"
 
 
+class Signal(str, Enum):
+    """What a run infers from each face."""
+
+    EXPRESSIONS = "expressions"  # the expression classifier: class shares, engagement index
+    ATTENTION = "attention"  # head orientation from the detector's keypoints: attention share
+
+
+ALL_SIGNALS = (Signal.EXPRESSIONS, Signal.ATTENTION)
+
+
+def parse_signals(value: Sequence[Signal | str] | str) -> tuple[Signal, ...]:
+    """``"expressions,attention"``, ``"attention"``, ... or a sequence of `Signal`: a non-empty tuple in
+    `ALL_SIGNALS` order; else ConfigError."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    allowed = ", ".join(repr(s.value) for s in Signal)
+    chosen = set()
+    for item in items:
+        text = item.value if isinstance(item, Signal) else str(item).strip().lower()
+        if text not in {s.value for s in Signal}:
+            raise ConfigError(f"signals={value!r} is not allowed; use one or more of {allowed}, comma-separated")
+        chosen.add(Signal(text))
+    if not chosen:
+        raise ConfigError(f"signals={value!r} is not allowed; name at least one of {allowed}")
+    return tuple(s for s in ALL_SIGNALS if s in chosen)
+
+
 class PadMode(str, Enum):
     """How a crop reaching outside the frame is filled."""
 
@@ -268,6 +294,9 @@ class RunConfig:
     background_detection: live sources run the detector beside the frame loop, so no frame waits
     for it (capture-to-row latency stays near one classifier call; the tracker takes each detection
     at its own frame's time). False = in line, as files always are (their rows are reproducible).
+    signals: what to infer (`Signal`, also ``"expressions,attention"``): without EXPRESSIONS no
+    expression classifier is loaded or run, and rows have no class shares; without ATTENTION the
+    rows' ``attention_share`` stays empty.
     """
 
     sources: tuple[SourceConfig, ...] = (SourceConfig(),)
@@ -282,9 +311,11 @@ class RunConfig:
     duration_s: float | None = None
     poll_s: float = 0.1
     background_detection: bool = True
+    signals: tuple[Signal, ...] | str = ALL_SIGNALS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _normalise_sources(self.sources))
+        object.__setattr__(self, "signals", parse_signals(self.signals))
         require_number("window_s", self.window_s, 0, low_open=True)
         require_number("duration_s", self.duration_s, 0, low_open=True, none_ok=True, extra=" (until the end)")
         require_number("poll_s", self.poll_s, 0, low_open=True)
@@ -297,6 +328,17 @@ class RunConfig:
                 f"annotate_path={str(self.output.annotate_path)!r} is not allowed with {len(self.sources)} "
                 "sources; an annotated video needs exactly one source"
             )
+
+
+    @property
+    def expressions(self) -> bool:
+        """Whether the expression classifier runs."""
+        return Signal.EXPRESSIONS in self.signals
+
+    @property
+    def attention(self) -> bool:
+        """Whether rows report the attention share."""
+        return Signal.ATTENTION in self.signals
 
 
 def parse_detect_every(value: int | Auto | str) -> int | Auto:

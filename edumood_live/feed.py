@@ -21,7 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edumood_live.aggregator import Aggregator, AggregatorConfig, engagement_index, live_shares
+from edumood_live.aggregator import Aggregator, AggregatorConfig, engagement_index, live_attention, live_shares
 from edumood_live.classifier import Classifier
 from edumood_live.config import AUTO, RunConfig
 from edumood_live.detector import FaceDetector
@@ -53,10 +53,18 @@ class Detection(Protocol):
         ...
 
 
-class InlineDetection:
-    """The frame waits for the detector when the schedule says so; tracks are carried in between."""
+def classify(classifier: Classifier | None, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities; (N, 0) when no expression classifier runs (``--signals attention``)."""
+    if classifier is None:
+        return np.zeros((len(boxes), 0), np.float32)
+    return classifier.classify(image, boxes)
 
-    def __init__(self, detector: FaceDetector, classifier: Classifier) -> None:
+
+class InlineDetection:
+    """The frame waits for the detector when the schedule says so; tracks are carried in between.
+    `classifier` None: no expression classifier runs (faces get zero-column probabilities)."""
+
+    def __init__(self, detector: FaceDetector, classifier: Classifier | None) -> None:
         self.detector = detector
         self.classifier = classifier
 
@@ -65,12 +73,12 @@ class InlineDetection:
         if feed.schedule.due(ts):
             detections = self.detector.detect(image)
             timer.lap("detect")
-            probs = self.classifier.classify(image, detections.boxes)
+            probs = classify(self.classifier, image, detections.boxes)
             timer.lap("classify")
             faces = feed.tracker.update(detections, probs, ts)
             feed.schedule.observe(faces, ts)
             return faces, True
-        probs = self.classifier.classify(image, feed.tracker.active_boxes(ts))
+        probs = classify(self.classifier, image, feed.tracker.active_boxes(ts))
         timer.lap("classify")
         return feed.tracker.carry(probs, ts), False
 
@@ -81,7 +89,7 @@ class BackgroundDetection:
     applied first, at its own frame's time (its faces classified on that frame), exactly as an in-line
     detection would have been. Every frame's own faces are the carried tracks."""
 
-    def __init__(self, detector: FaceDetector, classifier: Classifier, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, detector: FaceDetector, classifier: Classifier | None, pool: ThreadPoolExecutor) -> None:
         self.detector = detector
         self.inline = InlineDetection(detector, classifier)
         self.pool = pool
@@ -101,7 +109,7 @@ class BackgroundDetection:
             detections, detect_s = future.result()  # a detector error fails this frame, like in line
             timer.add("detect", detect_s)
             timer.restart()
-            probs = classifier.classify(past.image, detections.boxes)
+            probs = classify(classifier, past.image, detections.boxes)
             feed.schedule.observe(feed.tracker.update(detections, probs, past.timestamp_ms), past.timestamp_ms)
             timer.lap("classify")
         self.wanted |= feed.schedule.due(frame.timestamp_ms)
@@ -109,7 +117,7 @@ class BackgroundDetection:
             self.pending = self.pool.submit(self._timed_detect, frame.image)
             self.pending_frame, self.wanted = frame, False
         timer.restart()
-        probs = classifier.classify(frame.image, feed.tracker.active_boxes(frame.timestamp_ms))
+        probs = classify(classifier, frame.image, feed.tracker.active_boxes(frame.timestamp_ms))
         faces = feed.tracker.carry(probs, frame.timestamp_ms)
         timer.lap("classify")
         return faces, landed
@@ -152,7 +160,7 @@ class Feed:
         aggregator = Aggregator(AggregatorConfig(
             labels=labels, window_s=config.window_s, min_group=config.min_group,
             low_confidence=config.low_confidence, source=name, start_utc=start_utc,
-            per_track=config.output.per_track,
+            per_track=config.output.per_track, attention=config.attention,
         ))  # fmt: skip
         if source.live:
             late_ms = (datetime.now(UTC) - start_utc) / timedelta(milliseconds=1) if late else 0.0
@@ -211,10 +219,12 @@ class Feed:
             self.shown = None
         faces = self.shown
         shares = None if faces is None else live_shares(faces, labels, min_group)
+        attention = None if faces is None or not self.aggregator.config.attention else live_attention(faces, min_group)
         return LiveState(
             source=self.name, fps=self.fps(), faces=0 if faces is None else len(faces), tracks=len(self.tracker),
             shares=shares, engagement_index=None if shares is None else engagement_index(shares),
             dropped=stats.frames_dropped, provider=provider, source_state=stats.state, attempt=stats.attempt,
+            attention=attention,
         )  # fmt: skip
 
     def finish(self, now_ms: float) -> list[WindowSummary]:

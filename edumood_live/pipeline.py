@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from edumood_live.classifier import Classifier, FaceClassifier
-from edumood_live.config import AUTO, RunConfig
+from edumood_live.config import AUTO, RunConfig, Signal
 from edumood_live.detector import FaceDetector
 from edumood_live.errors import ConfigError, EduMoodError, SourceError
 from edumood_live.feed import (
@@ -82,9 +82,10 @@ class Pipeline:
         self._detect_pool: ThreadPoolExecutor | None = None  # background detection for live sources
         self._classifier: Classifier | None = classifier
         try:
-            if self._classifier is None:
+            if self._classifier is None and config.expressions:
                 self._classifier = FaceClassifier(config.classifier)
-            self.labels: tuple[str, ...] = self._classifier.labels
+            # Without the expressions signal no classifier is loaded or run: rows have no class shares.
+            self.labels: tuple[str, ...] = self._classifier.labels if config.expressions and self._classifier else ()
             preflight(config.output, self.labels)
             if sources is None:
                 self._sources += [open_source(source_config) for source_config in config.sources]
@@ -106,16 +107,21 @@ class Pipeline:
     @property
     def provider(self) -> str:
         """The onnxruntime provider the classifier runs on, e.g. ``CPUExecutionProvider``."""
-        return self._classifier.provider if self._classifier else ""
+        return self._classifier.provider if self._classifier and self.config.expressions else ""
 
     def describe(self) -> str:
-        """One line: sources, model, provider, tiling, detection interval, window."""
-        assert self._classifier is not None
-        meta, det = self._classifier.meta, self.config.detector
+        """One line: sources, model, provider, signals, tiling, detection interval, window."""
+        det = self.config.detector
         tiles = f"auto (min face {det.min_face_px} px)" if det.tiles is AUTO else det.tiles
+        if self._classifier is not None and self.config.expressions:
+            meta = self._classifier.meta
+            model = (f"model {meta.model_name} {meta.version} ({self._classifier.model_path.name}) on "
+                     f"{self.provider.removesuffix('ExecutionProvider')}")  # fmt: skip
+        else:
+            model = "no expression classifier"
+        signals = ",".join(Signal(s).value for s in self.config.signals)
         return (
-            f"sources: {', '.join(self.source_names)}; model {meta.model_name} {meta.version} "
-            f"({self._classifier.model_path.name}) on {self.provider.removesuffix('ExecutionProvider')}; "
+            f"sources: {', '.join(self.source_names)}; {model}; signals {signals}; "
             f"tiles {tiles}; detect every {self.config.detect_every}; window {self.config.window_s:g} s; "
             f"min group {self.config.min_group}"
         )
@@ -193,10 +199,11 @@ class Pipeline:
         return self._clock() * 1000.0
 
     def _new_feed(self, name: str, source: Source, start_utc: datetime, late: bool) -> Feed:
-        assert self._detector is not None and self._classifier is not None
-        detection: Detection = InlineDetection(self._detector, self._classifier)
+        assert self._detector is not None
+        classifier = self._classifier if self.config.expressions else None
+        detection: Detection = InlineDetection(self._detector, classifier)
         if self._detect_pool is not None and source.live:
-            detection = BackgroundDetection(self._detector, self._classifier, self._detect_pool)
+            detection = BackgroundDetection(self._detector, classifier, self._detect_pool)
         return Feed.start(name, source, self.config, self.labels, detection, start_utc, late, self._clock)
 
     def _loop(self, feeds: list[Feed], started: float) -> Iterator[WindowSummary]:

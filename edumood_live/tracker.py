@@ -1,4 +1,5 @@
-"""Anonymous face tracking: IoU association, time-based smoothing of class probabilities, expiry.
+"""Anonymous face tracking: IoU association, time-based smoothing of class probabilities and of the
+attention (facing) score, expiry.
 
 The tracker turns per-frame detections into short-lived anonymous tracks so that each face's label is
 smoothed over time (no flicker) and the aggregator can count distinct faces. A track is a box, a
@@ -8,6 +9,11 @@ reused within a run; they are exposed as strings (``t17``) only at output time.
 Per frame the pipeline calls either `Tracker.update` (the detector ran) or `active_boxes` +
 `carry` (detect-every-K frames in between, where boxes are carried forward by a constant-velocity
 prediction from the last two detections).
+
+A track also keeps its face's six keypoints relative to its box, so carried keypoints move and scale with
+the carried box, and a facing score (`edumood_live.attention`) measured at each detection and smoothed
+with the same half-life as the probabilities; between detections there is no new measurement, so a
+carried face keeps its track's smoothed score.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edumood_live.attention import NUM_KEYPOINTS, facing
 from edumood_live.config import TrackerConfig
 from edumood_live.types import Detections, TrackedFaces
 
@@ -28,6 +35,9 @@ class _Track:
     box_ms: float  # when `box` was detected
     probs: np.ndarray  # (K,) float64, smoothed
     probs_ms: float  # when `probs` was last updated
+    keypoints: np.ndarray  # (6, 2) float64, relative to `box`: 0 = left/top edge, 1 = right/bottom edge
+    facing: float  # smoothed facing score in [0, 1]; NaN until a detection had keypoints
+    facing_ms: float  # when `facing` was last updated
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # px per ms, per coordinate
     hits: int = 1
     public_id: int | None = None  # assigned once the track has min_hits detector matches
@@ -95,6 +105,8 @@ class Tracker:
         """
         probs = self._check_probs(probs, len(detections))
         boxes = detections.boxes.astype(np.float64)
+        keypoints = relative_keypoints(detections.keypoints, boxes)
+        scores = facing(detections.keypoints, detections.boxes)[2].astype(np.float64)
         cfg = self.config
         predicted = np.array([t.predict(timestamp_ms, cfg.max_age_ms) for t in self._tracks]).reshape(-1, 4)
         last = np.array([t.box for t in self._tracks]).reshape(-1, 4)
@@ -106,10 +118,15 @@ class Tracker:
         for ti, di in pairs:
             track = self._tracks[ti]
             self._observe(track, boxes[di], probs[di], timestamp_ms)
+            track.keypoints = keypoints[di]
+            self._smooth_facing(track, scores[di], timestamp_ms)
             track_of[di] = track
         for di in range(len(boxes)):
             if di not in track_of:
-                track_of[di] = self._new_track(boxes[di], probs[di], timestamp_ms)
+                track = _Track(boxes[di].copy(), timestamp_ms, probs[di].copy(), timestamp_ms,
+                               keypoints[di], scores[di], timestamp_ms)  # fmt: skip
+                self._tracks.append(track)
+                track_of[di] = track
         self._tracks = [t for t in self._tracks if timestamp_ms - t.box_ms <= cfg.max_age_ms]
         for track in track_of.values():
             if track.public_id is None and track.hits >= cfg.min_hits:
@@ -156,11 +173,6 @@ class Tracker:
             raise ValueError(f"probs has {probs.shape[1]} classes, earlier frames had {self._num_classes}")
         return probs
 
-    def _new_track(self, box: np.ndarray, probs: np.ndarray, timestamp_ms: float) -> _Track:
-        track = _Track(box.copy(), timestamp_ms, probs.copy(), timestamp_ms)
-        self._tracks.append(track)
-        return track
-
     def _observe(self, track: _Track, box: np.ndarray, probs: np.ndarray, timestamp_ms: float) -> None:
         dt = timestamp_ms - track.box_ms
         if dt > 0:
@@ -177,15 +189,40 @@ class Tracker:
         track.probs = track.probs + alpha * (probs - track.probs)
         track.probs_ms = max(timestamp_ms, track.probs_ms)
 
+    def _smooth_facing(self, track: _Track, score: float, timestamp_ms: float) -> None:
+        """Same exponential moving average as the probabilities; an unknown score changes nothing."""
+        if np.isnan(score):
+            return
+        if np.isnan(track.facing):
+            track.facing, track.facing_ms = score, timestamp_ms
+            return
+        half_life = self.config.smoothing_half_life_ms
+        dt = max(timestamp_ms - track.facing_ms, 0.0)
+        alpha = 1.0 if half_life == 0 else 1.0 - 0.5 ** (dt / half_life)
+        track.facing += alpha * (score - track.facing)
+        track.facing_ms = max(timestamp_ms, track.facing_ms)
+
     def _output(self, tracks: list[_Track], boxes: list[np.ndarray], detected: bool) -> TrackedFaces:
         n = len(tracks)
         k = self._num_classes or 0
         probs = np.array([t.probs for t in tracks], np.float32).reshape(n, k)
         if n:
             probs /= np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+        box_array = np.array(boxes, np.float64).reshape(n, 4)
+        relative = np.array([t.keypoints for t in tracks], np.float64).reshape(n, NUM_KEYPOINTS, 2)
+        size = (box_array[:, 2:] - box_array[:, :2])[:, None, :]
         return TrackedFaces(
             track_ids=np.array([t.public_id for t in tracks], np.int64),
-            boxes=np.array(boxes, np.float32).reshape(n, 4),
+            boxes=box_array.astype(np.float32),
             probs=probs,
             detected=np.full((n,), detected, bool),
+            keypoints=(box_array[:, None, :2] + relative * size).astype(np.float32),
+            facing=np.array([t.facing for t in tracks], np.float32).reshape(n),
         )
+
+
+def relative_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, 6, 2) float64 keypoints in box units (0 = the box's left/top edge, 1 = its right/bottom edge)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    size = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6)[:, None, :]
+    return (np.asarray(keypoints, np.float64) - boxes[:, None, :2]) / size

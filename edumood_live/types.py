@@ -13,7 +13,8 @@ import numpy as np
 from edumood_live.attention import NUM_KEYPOINTS
 from edumood_live.states import WindowStatus
 
-_NO_KEYPOINTS = np.zeros((0, NUM_KEYPOINTS, 2), np.float32)  # sentinel: Detections built without keypoints
+_NO_KEYPOINTS = np.zeros((0, NUM_KEYPOINTS, 2), np.float32)  # sentinel: built without keypoints
+_NO_FACING = np.zeros((0,), np.float32)  # sentinel: TrackedFaces built without facing scores
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,19 @@ class Detections:
 
 @dataclass(frozen=True)
 class TrackedFaces:
-    """Faces of one frame after tracking: anonymous ids and temporally smoothed class probabilities."""
+    """Faces of one frame after tracking: anonymous ids, temporally smoothed class probabilities and
+    facing score (`edumood_live.attention`), and keypoints that move with the (possibly carried) box.
+
+    ``probs`` has K = 0 columns when no expression classifier runs (``--signals attention``).
+    ``keypoints`` and ``facing`` left out when constructing: NaN (unknown) for every face.
+    """
 
     track_ids: np.ndarray  # (N,) int64, anonymous, never reused within a run
     boxes: np.ndarray  # (N, 4) float32 xyxy pixels
     probs: np.ndarray  # (N, K) float32, smoothed over the track's recent frames, rows sum to 1
     detected: np.ndarray | None = None  # (N,) bool: box from the detector on this frame; None = all of them
+    keypoints: np.ndarray = field(default_factory=lambda: _NO_KEYPOINTS)  # (N, 6, 2) float32 pixels
+    facing: np.ndarray = field(default_factory=lambda: _NO_FACING)  # (N,) float32 smoothed score, NaN = unknown
 
     def __post_init__(self) -> None:
         n = len(self.track_ids)
@@ -87,6 +95,14 @@ class TrackedFaces:
             object.__setattr__(self, "detected", np.ones((n,), bool))
         elif len(self.detected) != n:
             raise ValueError(f"detected has {len(self.detected)} entries for {n} faces; give one per face or None")
+        if self.keypoints is _NO_KEYPOINTS:
+            object.__setattr__(self, "keypoints", np.full((n, NUM_KEYPOINTS, 2), np.nan, np.float32))
+        elif self.keypoints.shape != (n, NUM_KEYPOINTS, 2):
+            raise ValueError(f"keypoints must have shape ({n}, {NUM_KEYPOINTS}, 2), got {self.keypoints.shape}")
+        if self.facing is _NO_FACING:
+            object.__setattr__(self, "facing", np.full((n,), np.nan, np.float32))
+        elif self.facing.shape != (n,):
+            raise ValueError(f"facing must have shape ({n},), got {self.facing.shape}")
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -97,7 +113,9 @@ class WindowSummary:
     """Aggregate statistics of one source over one time window (one CSV/JSONL row).
 
     ``shares`` maps each model label to the fraction of face observations with that label (after
-    per-track smoothing); values sum to 1 when there were faces; all None when withheld or when there were none.
+    per-track smoothing); values sum to 1 when there were faces; all None when withheld or when there were none;
+    empty when no expression classifier ran. ``attention_share`` is the fraction of face observations with a
+    known facing score whose track-smoothed score is >= 0.5 (`edumood_live.attention`).
     """
 
     source: str
@@ -113,6 +131,7 @@ class WindowSummary:
     dominant_label: str | None
     low_confidence_share: float | None
     dropped_frames: int
+    attention_share: float | None = None  # facing-front fraction of face observations; None: off/withheld/none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", WindowStatus(self.status))
@@ -137,4 +156,5 @@ class WindowSummary:
             None if self.low_confidence_share is None else round(self.low_confidence_share, 4)
         )
         row["dropped_frames"] = self.dropped_frames
+        row["attention_share"] = None if self.attention_share is None else round(self.attention_share, 4)
         return row

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 HEAD_COLUMNS = ["window_start", "window_end", "source", "status", "frames", "fps", "faces_mean", "tracks"]
-TAIL_COLUMNS = ["engagement_index", "dominant_label", "low_confidence_share", "dropped_frames"]
+TAIL_COLUMNS = ["engagement_index", "dominant_label", "low_confidence_share", "dropped_frames", "attention_share"]
 STATUSES = {"ok", "gap", "partial", "ended", "suppressed"}
 
 

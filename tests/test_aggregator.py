@@ -32,7 +32,7 @@ def make(**kwargs) -> Aggregator:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"labels": ()}, "labels"),
+        ({"labels": (), "attention": False}, r"labels=\(\) and attention=False: .*labels, attention or both"),
         ({"labels": ("A", "")}, "labels"),
         ({"labels": ("A", "a")}, "unique"),
         ({"window_s": 0}, "window_s"),
@@ -262,3 +262,53 @@ def test_per_track_rows_are_off_by_default() -> None:
     agg.add(faces([2, 2]), 0.0, 0)
     agg.advance(10_000.0)
     assert agg.track_rows() == []
+
+
+# ---------------------------------------------------------------- attention
+
+
+def facing_faces(scores: list[float], labels: list[int] | None = None) -> TrackedFaces:
+    """Faces with smoothed facing `scores` (NaN = unknown), top class `labels` (Neutral by default)."""
+    base = faces(labels if labels is not None else [1] * len(scores))
+    return TrackedFaces(base.track_ids, base.boxes, base.probs, facing=np.float32(scores))
+
+
+def test_attention_share_counts_known_observations_facing_the_front() -> None:
+    agg = make()
+    agg.add(facing_faces([0.9, 0.2, 0.5, float("nan")]), 0.0, 0)  # 2 of 3 known face the front
+    agg.add(facing_faces([0.1, 0.1, 0.99, 0.7]), 5000.0, 0)  # 2 of 4
+    (row,) = agg.add(facing_faces([1.0, 1.0]), 10_000.0, 0)
+    assert row.attention_share == pytest.approx(4 / 7)
+    assert list(row.to_row())[-1] == "attention_share"  # appended after the existing columns
+    (last,) = agg.finish(ended=True)
+    assert last.attention_share == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "scores", "expected"),
+    [
+        ({"attention": False}, [0.9, 0.9], None),  # --signals expressions
+        ({}, [float("nan"), float("nan")], None),  # no keypoints: unknown, not 0
+        ({"min_group": 3}, [0.9, 0.9], None),  # withheld with the class shares
+    ],
+)
+def test_attention_share_absent(kwargs: dict, scores: list[float], expected: float | None) -> None:
+    agg = make(**kwargs)
+    agg.add(facing_faces(scores), 0.0, 0)
+    (row,) = agg.finish(ended=True)
+    assert row.attention_share is expected
+
+
+def test_attention_only_rows_have_no_class_statistics() -> None:
+    agg = make(labels=(), per_track=True)
+    n = 3
+    none = TrackedFaces(np.arange(1, n + 1), np.zeros((n, 4), np.float32), np.zeros((n, 0), np.float32),
+                        facing=np.float32([0.9, 0.1, 0.8]))  # fmt: skip
+    agg.add(none, 0.0, 0)
+    (row,) = agg.finish(ended=True)
+    assert row.shares == {} and row.engagement_index is None and row.dominant_label is None
+    assert row.low_confidence_share is None and row.faces_mean == 3 and row.attention_share == pytest.approx(2 / 3)
+    assert not any(key.startswith("share_") for key in row.to_row())
+    tracks = agg.track_rows()
+    assert [t.attention_share for t in tracks] == [1.0, 0.0, 1.0]
+    assert [t.dominant_label for t in tracks] == [None, None, None]

@@ -127,12 +127,12 @@ def test_several_sources_fit_an_80x24_terminal_with_room_for_window_lines() -> N
     with ConsoleSink(console=console) as sink:
         for i in range(4):
             sink.update(LiveState(f"rtsp://10.0.0.{i}/classroom-camera-{i}", fps=29.9, faces=30, shares=shares,
-                                  engagement_index=0.1, source_state="connected"))
+                                  engagement_index=0.1, source_state="connected", attention=0.75))
     drawn = console.export_text()  # every redraw; the first, with one source, is still a panel
     assert "eng." in drawn and "╭" not in drawn.split("eng.")[-1]  # then the sink switched to the table
     view = render_text(render(sink.current(), compact=True), width=80).rstrip("\n").splitlines()
     assert len(view) == 5 and all(len(line) <= 80 for line in view)  # a header and a line per source
-    assert "40%" in view[1] and "+0.10" in view[1]
+    assert "40%" in view[1] and "+0.10" in view[1] and "75%" in view[1]
     one = render_text(render(sink.current()[:1]), width=80).splitlines()
     assert len(one) <= 12  # a single source keeps its panel
 
@@ -163,3 +163,14 @@ def test_typed_states_are_what_the_view_matches_on(state: SourceState, expected:
 def test_a_state_that_is_not_a_member_is_refused() -> None:
     with pytest.raises(ValueError, match="gap: no frames"):
         LiveState("cam", source_state="gap: no frames")
+
+
+def test_attention_in_the_panel_the_compact_line_and_the_window_line() -> None:
+    state = LiveState(source="room", faces=4, shares={"Engaged": 0.5, "Bored": 0.5}, attention=0.75)
+    assert "attention 75%" in render_text(render(state))
+    assert "att." in render_text(render([state], compact=True)) and "75%" in render_text(render([state], compact=True))
+    only = LiveState(source="room", faces=4, shares={}, attention=0.25)
+    assert "no expression classifier (--signals attention)" in render_text(render(only))
+    from edumood_live.sinks.console import summary_line
+
+    assert "attention 40%" in summary_line(summary(attention_share=0.4)).plain

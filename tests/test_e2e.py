@@ -70,6 +70,25 @@ def test_demo_to_csv_and_jsonl(tiny_classifier_path: Path, tmp_path: Path, windo
         assert {k: "" if v is None else str(v) for k, v in record.items()} == row
 
 
+def test_demo_with_signals_attention_runs_no_classifier(tmp_path: Path) -> None:
+    """``--signals attention`` with a --model that does not exist: no model is loaded, the rows have the
+    documented columns without class shares, and every window has an attention share."""
+    header, rows, records = run_demo(tmp_path / "absent.onnx", tmp_path, "--window", "1", "--signals", "attention")
+    assert header == schema([])
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+    for row in rows:
+        check_row(row, [])
+        assert row["engagement_index"] == row["dominant_label"] == row["low_confidence_share"] == ""
+        assert 0 <= float(row["attention_share"]) <= 1
+    assert [list(r) for r in records] == [header] * len(rows)
+
+
+def test_bad_signals_is_a_usage_error() -> None:
+    proc = run_cli("--source", "demo", "--no-console", "--signals", "mood")
+    assert proc.returncode == 2, proc.stderr
+    assert "--signals 'mood' is not allowed; use one or more of 'expressions', 'attention'" in proc.stderr
+
+
 def test_demo_with_the_shipped_model(classifier_path: Path, tmp_path: Path) -> None:
     labels = model_labels(classifier_path)
     header, rows, records = run_demo(None, tmp_path, "--window", "2")

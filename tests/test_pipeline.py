@@ -5,6 +5,7 @@ its metadata) and the shipped MediaPipe detector."""
 from __future__ import annotations
 
 import csv
+import json
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -307,7 +308,7 @@ def test_per_track_rows_are_anonymous(tiny_classifier_path: Path, tmp_path: Path
         rows = list(csv.DictReader(f))
     assert {r["track"] for r in rows} == {"t1", "t2", "t3"}
     assert list(rows[0]) == ["window_start", "window_end", "source", "track", "frames_seen", "share_angry",
-                             "share_neutral", "share_engaged", "share_bored", "dominant_label"]
+                             "share_neutral", "share_engaged", "share_bored", "dominant_label", "attention_share"]
 
 
 FACE = (196, 72, 259, 135)  # the detector's box of the middle person's face in frame 10 of the clip
@@ -436,3 +437,48 @@ def test_too_many_bad_frames_in_a_row_is_one_clear_error(tiny_classifier_path: P
     with pytest.raises(SourceError, match=r"demo: 6 frames in a row could not be processed; last: FrameError"):
         list(pipeline.run())
     assert pipeline.stats.frames == 2 and pipeline.stats.bad_frames == 6
+
+
+# ---------------------------------------------------------------- signals
+
+
+def test_rows_carry_the_attention_share(tiny_classifier_path: Path, tmp_path: Path) -> None:
+    """Real MediaPipe keypoints on the bundled clip: every window reports the facing-front fraction, the
+    CSV appends it after the existing columns, and per-track rows carry it too."""
+    out = tmp_path / "lesson.csv"
+    rows = run(make_config(tiny_classifier_path, window_s=1.0, detect_every=3,
+                           output=OutputConfig(csv_path=out, per_track=True)))  # fmt: skip
+    assert rows and all(r.attention_share is not None and 0 <= r.attention_share <= 1 for r in rows)
+    with open(out, newline="") as f:
+        header = next(csv.reader(f))
+    assert header[-2:] == ["dropped_frames", "attention_share"]
+    with open(tmp_path / "lesson.tracks.csv", newline="") as f:
+        tracks = list(csv.DictReader(f))
+    assert tracks and all(0 <= float(t["attention_share"]) <= 1 for t in tracks)
+
+
+def test_attention_only_loads_no_classifier_and_still_writes_rows(tmp_path: Path) -> None:
+    """``signals="attention"``: the classifier's model path does not even exist, yet the run opens and
+    writes rows with faces, tracks and the attention share, and no class shares at all."""
+    out = tmp_path / "lesson.jsonl"
+    config = make_config(tmp_path / "no-such-model.onnx", window_s=1.0, signals="attention",
+                         output=OutputConfig(jsonl_path=out))  # fmt: skip
+    with Pipeline(config) as pipe:
+        assert pipe.labels == () and pipe.provider == ""
+        assert "no expression classifier; signals attention" in pipe.describe()
+        rows = list(pipe.run())
+    assert rows and all(r.shares == {} and r.engagement_index is None and r.dominant_label is None for r in rows)
+    assert all(r.faces_mean == pytest.approx(3, abs=0.35) and r.attention_share is not None for r in rows)
+    first = json.loads(out.read_text().splitlines()[0])
+    assert not [k for k in first if k.startswith("share_")] and "attention_share" in first
+
+
+def test_expressions_only_leaves_the_attention_share_empty(tiny_classifier_path: Path) -> None:
+    rows = run(make_config(tiny_classifier_path, window_s=1.0, signals="expressions"))
+    assert rows and all(r.attention_share is None and r.dominant_label is not None for r in rows)
+
+
+@pytest.mark.parametrize("signals", ["", "attention,mood", ()])
+def test_unknown_or_no_signals_are_refused(tiny_classifier_path: Path, signals: object) -> None:
+    with pytest.raises(ConfigError, match=r"signals=.* is not allowed; .*'expressions', 'attention'"):
+        make_config(tiny_classifier_path, signals=signals)

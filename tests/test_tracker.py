@@ -172,3 +172,47 @@ def test_tracked_faces_reject_a_detected_array_of_another_length() -> None:
     assert TrackedFaces(np.array([1, 2]), boxes, probs).detected.tolist() == [True, True]  # None: all detected
     with pytest.raises(ValueError, match="detected has 1 entries for 2 faces"):
         TrackedFaces(np.array([1, 2]), boxes, probs, detected=np.array([True]))
+
+
+# ---------------------------------------------------------------- keypoints and facing
+
+
+def test_carried_keypoints_follow_the_box(demo_frames: list[np.ndarray]) -> None:
+    """Real MediaPipe keypoints: between detections a track's keypoints move and scale with its predicted
+    box, keeping their place in it, and the facing score is the track's (no new measurement)."""
+    from edumood_live.detector import DetectorConfig, FaceDetector
+    from edumood_live.tracker import relative_keypoints
+
+    with FaceDetector(DetectorConfig(tiles="1x1")) as detector:
+        first, second = detector.detect(demo_frames[0]), detector.detect(demo_frames[6])
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(first, uniform(len(first)), 0.0)
+    # A moving copy of the second detection: shifted 30 px right, 20 % bigger, so the velocity is large.
+    moved = second.boxes.copy()
+    centre = (moved[:, :2] + moved[:, 2:]) / 2
+    moved = np.concatenate([centre - (centre - moved[:, :2]) * 1.2, centre + (moved[:, 2:] - centre) * 1.2], 1)
+    moved[:, [0, 2]] += 30
+    relative = relative_keypoints(second.keypoints, second.boxes)
+    scaled = moved[:, None, :2] + relative * (moved[:, 2:] - moved[:, :2])[:, None, :]
+    detected = tracker.update(Detections(moved, second.scores, scaled), uniform(len(second)), 500.0)
+    carried = tracker.carry(uniform(len(detected)), 750.0)
+    assert len(carried) == len(detected) == 3
+    assert not np.allclose(carried.boxes, detected.boxes, atol=5)  # the carried boxes did move
+    np.testing.assert_allclose(relative_keypoints(carried.keypoints, carried.boxes),
+                               relative_keypoints(detected.keypoints, detected.boxes), atol=1e-4)  # fmt: skip
+    np.testing.assert_array_equal(carried.facing, detected.facing)
+    assert np.isfinite(carried.facing).all()
+
+
+def test_facing_is_smoothed_along_the_track_and_unknown_without_keypoints() -> None:
+    from edumood_live.attention import HEAD_MODEL
+
+    frontal = (HEAD_MODEL[:, :2] + [100, 100])[None].astype(np.float32)
+    turned = HEAD_MODEL @ np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]]).T  # 90 degrees to the right
+    away = (turned[:, :2] + [100, 100])[None].astype(np.float32)
+    box = np.float32([[0, 0, 200, 200]])
+    tracker = Tracker(TrackerConfig(min_hits=1, smoothing_half_life_ms=1000))
+    assert np.isnan(tracker.update(dets((0, 0, 200, 200)), uniform(1), 0.0).facing).all()  # no keypoints
+    assert tracker.update(Detections(box, np.ones(1), frontal), uniform(1), 100.0).facing[0] > 0.99
+    half = tracker.update(Detections(box, np.ones(1), away), uniform(1), 1100.0).facing[0]
+    assert half == pytest.approx(0.5, abs=0.01)  # one half-life later: half way to 0

@@ -33,6 +33,7 @@ class LiveState:
     source_state: where the source stands (`SourceState`, incl. STOPPED and the cluster's GAP).
     trend: engagement index of the most recent closed windows, oldest first (None = gap/withheld);
         `ConsoleSink` fills it in from the rows it is given.
+    attention: fraction of the faces in view facing the front (None: attention off, no faces, withheld).
     """
 
     source: str
@@ -46,6 +47,7 @@ class LiveState:
     source_state: SourceState | str = SourceState.CONNECTED
     attempt: int = 0
     trend: tuple[float | None, ...] = ()
+    attention: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source_state", SourceState(self.source_state))
@@ -58,7 +60,7 @@ class LiveState:
         return cls(
             source=row.source, fps=row.fps, faces=round(row.faces_mean), tracks=row.tracks,
             shares=None if row.dominant_label is None else row.shares, engagement_index=row.engagement_index,
-            dropped=dropped, provider=provider, source_state=source_state,
+            dropped=dropped, provider=provider, source_state=source_state, attention=row.attention_share,
         )  # fmt: skip
 
 

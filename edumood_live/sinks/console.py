@@ -77,6 +77,8 @@ def _no_shares_reason(state: LiveState) -> str:
             return f"no frames: {waiting.value}"
     if state.faces == 0:
         return "no faces in view"
+    if state.shares is not None and not state.shares:
+        return "no expression classifier (--signals attention)"
     return "class shares withheld (fewer faces than --min-group)"
 
 
@@ -108,6 +110,8 @@ def render_source(state: LiveState) -> Panel:
 
     index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
     footer = Text("engagement ", style="dim").append(index, style="bold")
+    if state.attention is not None:
+        footer.append("   attention ", style="dim").append(f"{state.attention:.0%}", style="bold")
     if state.trend:
         footer.append("   trend ", style="dim").append(sparkline(state.trend), style="magenta")
         footer.append(
@@ -133,15 +137,21 @@ def render_table(states: Sequence[LiveState]) -> Table:
     for label in labels:
         table.add_column(label[:5], justify="right", no_wrap=True)
     table.add_column("eng.", justify="right", no_wrap=True)
-    table.add_column("trend", no_wrap=True, max_width=12)
+    attention = any(s.attention is not None for s in states)
+    if attention:  # in place of the trend, so a line still fits 80 columns (the panels show both)
+        table.add_column("att.", justify="right", no_wrap=True)
+    else:
+        table.add_column("trend", no_wrap=True, max_width=12)
     for state in states:
         if state.shares and all(v is not None for v in state.shares.values()):
             shares = [f"{state.shares[label]:.0%}" for label in labels]
         else:
             shares = ["–"] * len(labels)
         index = "n/a" if state.engagement_index is None else f"{state.engagement_index:+.2f}"
+        last = (Text("–" if state.attention is None else f"{state.attention:.0%}") if attention
+                else Text(sparkline(state.trend[-12:]), style="magenta"))  # fmt: skip
         table.add_row(Text(safe_source_name(state.source), style="bold"), _state_text(state), f"{state.fps:.1f}",
-                      str(state.faces), *shares, index, Text(sparkline(state.trend[-12:]), style="magenta"))
+                      str(state.faces), *shares, index, last)
     return table
 
 
@@ -170,8 +180,10 @@ def summary_line(summary: WindowSummary) -> Text:
         line.append(f"  engagement {summary.engagement_index:+.2f}", style="bold")
     if summary.dominant_label is not None:
         line.append(f"  mostly {summary.dominant_label}")
-    elif summary.frames:
+    elif summary.frames and summary.shares:
         line.append("  class shares withheld", style="dim")
+    if summary.attention_share is not None:
+        line.append(f"  attention {summary.attention_share:.0%}", style="bold")
     line.append(
         f"  faces {summary.faces_mean:.1f}  tracks {summary.tracks}  fps {summary.fps:.1f}", style="dim"
     )

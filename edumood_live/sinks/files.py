@@ -36,7 +36,8 @@ def summary_columns(labels: Sequence[str], extra: Sequence[str] = ()) -> list[st
 def track_columns(labels: Sequence[str]) -> list[str]:
     """Per-track-row columns for these labels, in ``aggregator.TrackRow.to_row`` order."""
     shares = [f"share_{label.lower()}" for label in labels]
-    return ["window_start", "window_end", "source", "track", "frames_seen", *shares, "dominant_label"]
+    head = ["window_start", "window_end", "source", "track", "frames_seen"]
+    return [*head, *shares, "dominant_label", "attention_share"]
 
 
 class _LineFile:
