@@ -53,6 +53,7 @@ class Window:
     dominant_label: str | None
     low_confidence_share: float | None
     dropped_frames: int
+    attention_share: float | None = None  # absent in files written before the attention signal
 
     @property
     def seconds(self) -> float:
@@ -144,6 +145,7 @@ def _parse(record: dict[str, object], path: Path, line: int) -> Window:
         dominant_label=str(record["dominant_label"]) if record.get("dominant_label") else None,
         low_confidence_share=num("low_confidence_share"),
         dropped_frames=int(num("dropped_frames") or 0),
+        attention_share=num("attention_share"),
     )
 
 

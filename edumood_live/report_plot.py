@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from edumood_live.report import Window
 
 
+ATTENTION_COLOUR = "#1F5FA8"  # the attention-share line: a blue apart from the class colours
+
+
 def display_labels(windows: Sequence[Window]) -> dict[str, str]:
     """Column key (lower case) -> label as the model spells it (from dominant_label), else capitalised."""
     spelled = {w.dominant_label.lower(): w.dominant_label for w in windows if w.dominant_label}
@@ -106,6 +109,19 @@ def plot_source(source: str, windows: Sequence[Window]) -> bytes:
                 xs, 0, ys, where=[sign * y > 0 for y in ys], color=colour, alpha=0.45, linewidth=0,
                 interpolate=True,
             )  # fmt: skip
+    # Attention share (0..1) on the engagement chart, on its own right-hand axis with the same scale.
+    attention_runs = _runs(windows, lambda w: w.attention_share is not None)
+    if attention_runs:
+        attention_ax = index_ax.twinx()
+        attention_ax.set_ylim(-1.1, 1.1)
+        attention_ax.yaxis.set_major_locator(ticker.FixedLocator([0, 0.5, 1]))
+        attention_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+        attention_ax.set_ylabel("attention share\n(facing the front)", color=ATTENTION_COLOUR)
+        attention_ax.tick_params(axis="y", colors=ATTENTION_COLOUR)
+        attention_ax.spines[["top"]].set_visible(False)
+        for run in attention_runs:
+            xs, ys = _steps(run, lambda w: w.attention_share, origin)
+            attention_ax.plot(xs, ys, color=ATTENTION_COLOUR, linewidth=1.4, linestyle="--")
     for run in _runs(windows, lambda w: w.frames > 0):
         xs, ys = _steps(run, lambda w: w.faces_mean, origin)
         faces_ax.plot(xs, ys, color="#222222", linewidth=1.6)  # a line only: grey fill would look like a gap

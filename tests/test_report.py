@@ -181,3 +181,14 @@ def test_class_colours_are_stable(label: str, index: int, colour: str) -> None:
 def _text(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_attention_share_is_read_and_drawn_on_the_engagement_chart(tmp_path: Path) -> None:
+    from edumood_live.report_plot import plot_source
+
+    with_attention = [{**r, "attention_share": 0.8} for r in rows()]
+    (windows,) = load_windows([write_csv(tmp_path / "a.csv", with_attention)]).values()
+    assert all(w.attention_share == 0.8 for w in windows if w.frames)
+    (older,) = load_windows([write_csv(tmp_path / "b.csv", rows())]).values()  # files without the column
+    assert all(w.attention_share is None for w in older)
+    assert plot_source("room-101", windows) != plot_source("room-101", older)  # a line more
