@@ -21,14 +21,12 @@ from typing import overload
 import cv2
 import numpy as np
 
-from edumood_live.attention import NUM_KEYPOINTS, facing
+from edumood_live.attention import FACING_THRESHOLD, NUM_KEYPOINTS, facing
 from edumood_live.classifier import FaceClassifier
 from edumood_live.config import AnalyzerConfig
 from edumood_live.detector import FaceDetector
 from edumood_live.errors import FrameError
 from edumood_live.sources.base import to_bgr_uint8
-
-FACING_THRESHOLD = 0.5  # a face looks to the front when its facing score is at least this (attention.py)
 
 
 @dataclass(frozen=True)
@@ -142,23 +140,27 @@ class FaceAnalyzer:
     def __init__(self, config: AnalyzerConfig | None = None) -> None:
         self.config = config or AnalyzerConfig()
         self._detector: FaceDetector | None = None
-        self._classifier: FaceClassifier | None = FaceClassifier(self.config.classifier)
+        self._classifier: FaceClassifier | None = None
+        if self.config.expressions:
+            self._classifier = FaceClassifier(self.config.classifier)
         try:
             self._detector = FaceDetector(self.config.detector)
         except BaseException:
             self.close()
             raise
-        self.labels: tuple[str, ...] = self._classifier.labels
+        self.labels: tuple[str, ...] = () if self._classifier is None else self._classifier.labels
+        self._closed = False
 
     @property
-    def classifier(self) -> FaceClassifier:
-        """The classifier (its `meta` describes the model)."""
-        if self._classifier is None:
+    def classifier(self) -> FaceClassifier | None:
+        """The classifier (its `meta` describes the model); None when expressions are not inferred."""
+        if self._closed:
             raise RuntimeError("FaceAnalyzer used after close()")
         return self._classifier
 
     @property
     def detector(self) -> FaceDetector:
+        """The face detector."""
         if self._detector is None:
             raise RuntimeError("FaceAnalyzer used after close()")
         return self._detector
@@ -175,18 +177,23 @@ class FaceAnalyzer:
                 raise FrameError(f"image {position}: expected a BGR uint8 (H, W, 3) array, got {got}")
         detector, classifier = self.detector, self.classifier
         detections = [detector.detect(image) for image in images_bgr]
-        counts = [len(d) for d in detections]
-        batch = np.empty((sum(counts), classifier.channels, *classifier.input_size), np.float32)
-        start = 0
-        for image, found in zip(images_bgr, detections, strict=True):
-            classifier.preprocess(image, found.boxes, out=batch[start : start + len(found)])
-            start += len(found)
-        probs = classifier.classify_batch(batch)
+        total = sum(len(found) for found in detections)
+        if classifier is None:
+            probs = np.zeros((total, 0), np.float32)
+        else:
+            batch = np.empty((total, classifier.channels, *classifier.input_size), np.float32)
+            start = 0
+            for image, found in zip(images_bgr, detections, strict=True):
+                classifier.preprocess(image, found.boxes, out=batch[start : start + len(found)])
+                start += len(found)
+            probs = classifier.classify_batch(batch)
         results, start = [], 0
         for found in detections:
-            keypoints = found.keypoints
-            yaw, pitch, score = facing(keypoints, found.boxes)
-            results.append(Faces(found.boxes, found.scores, keypoints, probs[start : start + len(found)],
+            if self.config.attention:
+                yaw, pitch, score = facing(found.keypoints, found.boxes)
+            else:
+                yaw = pitch = score = np.full((len(found),), np.nan, np.float32)
+            results.append(Faces(found.boxes, found.scores, found.keypoints, probs[start : start + len(found)],
                                  self.labels, yaw, pitch, score))  # fmt: skip
             start += len(found)
         return results
@@ -199,6 +206,7 @@ class FaceAnalyzer:
         if self._classifier is not None:
             self._classifier.close()
             self._classifier = None
+        self._closed = True
 
     def __enter__(self) -> FaceAnalyzer:
         return self

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from edumood_live.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, _number, _Parser, fail
 from edumood_live.cli_process import EXIT_FORCED, logging_to, quiet_opencv
-from edumood_live.config import AnalyzerConfig, ClassifierConfig, DetectorConfig, Device, SourceConfig
+from edumood_live.config import ALL_SIGNALS, AnalyzerConfig, ClassifierConfig, DetectorConfig, Device, SourceConfig
 from edumood_live.errors import EduMoodError, FrameError, OutputError, SourceError
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ examples:
   edumood-live analyze a.jpg b.png --csv -               CSV on stdout
 
 rows: file, frame, time_s (videos; empty for images), face, x0, y0, x1, y1 (pixels), score, label,
-  prob_<label>... (labels from the model file), yaw_deg, pitch_deg, facing_score, facing.
+  prob_<label>... (labels from the model file; none with --signals attention), yaw_deg, pitch_deg,
+  facing_score, facing (empty with --signals expressions, or where the detector gave no keypoints).
 
 exit status: 0 every input analysed, 1 some inputs could not be read (the others' rows are written),
   2 usage, model or output error, or no input could be read.
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH", help=f"write the rows to this CSV ('{STDOUT}': stdout)")
     p.add_argument("--jsonl", metavar="PATH", help=f"write the rows to this JSON Lines file ('{STDOUT}': stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="no readable lines on stdout")
+    p.add_argument("--signals", default=",".join(s.value for s in ALL_SIGNALS), metavar="LIST",
+                   help="what to infer: expressions,attention (default), expressions, or attention (head "
+                        "orientation only: no expression model is loaded, rows have no label or prob_ values)")
     p.add_argument("--model", metavar="NAME|PATH", help="ONNX classifier: 'default', 'fast' or a file")
     p.add_argument("--device", choices=[d.value for d in Device], default=Device(_CLASSIFIER.device).value,
                    help="classifier device")
@@ -101,6 +105,7 @@ def build_config(args: argparse.Namespace) -> AnalyzerConfig:
                                 workers=args.detector_workers),
         classifier=ClassifierConfig(model_path=args.model, device=args.device, intra_op_threads=args.threads,
                                     flip_average=args.flip_average),
+        signals=args.signals,
     )  # fmt: skip
 
 
@@ -206,13 +211,14 @@ def readable(row: dict[str, object], labels: Sequence[str]) -> str:
     """One row as a line for people: ``photo.jpg  face 0  box 12,40,96,130  score 0.97  Engaged 0.71 ...``."""
     where = str(row["file"]) + ("" if row["frame"] is None else f"  frame {row['frame']}")
     box = ",".join(f"{row[k]:.0f}" for k in ("x0", "y0", "x1", "y1"))
-    probs = " ".join(f"{label.lower()} {row[f'prob_{label.lower()}']:.2f}" for label in labels)
-    if row["facing"] is None:
-        attention = "head pose unknown"
-    else:
-        attention = (f"{'facing' if row['facing'] else 'turned away'} (yaw {row['yaw_deg']:+.0f}°, "
+    parts = [where, f"face {row['face']}", f"box {box}", f"score {row['score']:.2f}"]
+    if labels:
+        probs = " ".join(f"{label.lower()} {row[f'prob_{label.lower()}']:.2f}" for label in labels)
+        parts.append(f"{row['label']}  ({probs})")
+    if row["facing"] is not None:
+        parts.append(f"{'facing' if row['facing'] else 'turned away'} (yaw {row['yaw_deg']:+.0f}°, "
                      f"pitch {row['pitch_deg']:+.0f}°)")  # fmt: skip
-    return f"{where}  face {row['face']}  box {box}  score {row['score']:.2f}  {row['label']}  ({probs})  {attention}"
+    return "  ".join(parts)
 
 
 class RowWriters:

@@ -375,13 +375,27 @@ def _normalise_sources(
 @dataclass(frozen=True)
 class AnalyzerConfig:
     """Settings of `analyzer.FaceAnalyzer` (faces of single images): the run's own detector and classifier
-    settings, so an image is analysed exactly as the live pipeline sees a frame."""
+    settings, so an image is analysed exactly as the live pipeline sees a frame. ``signals`` as in
+    `RunConfig`: without EXPRESSIONS no classifier is loaded (no labels, no probabilities); without
+    ATTENTION the head angles and facing scores are NaN (unknown)."""
 
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    signals: tuple[Signal, ...] | str = ALL_SIGNALS
 
     def __post_init__(self) -> None:
         for name, kind in (("detector", DetectorConfig), ("classifier", ClassifierConfig)):
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise ConfigError(f"{name}={value!r} is not allowed; use a {kind.__name__}")
+        object.__setattr__(self, "signals", parse_signals(self.signals))
+
+    @property
+    def expressions(self) -> bool:
+        """Whether the expression classifier runs."""
+        return Signal.EXPRESSIONS in self.signals
+
+    @property
+    def attention(self) -> bool:
+        """Whether head angles and facing scores are computed."""
+        return Signal.ATTENTION in self.signals

@@ -65,13 +65,15 @@ def test_batch_is_one_classifier_call_with_the_single_image_results(
     frames = demo_frames[::12]
     singles = [analyzer.analyze(frame) for frame in frames]
     calls: list[int] = []
-    original = analyzer.classifier.classify_batch
+    classifier = analyzer.classifier
+    assert classifier is not None
+    original = classifier.classify_batch
 
     def counted(batch: np.ndarray) -> np.ndarray:
         calls.append(len(batch))
         return original(batch)
 
-    monkeypatch.setattr(analyzer.classifier, "classify_batch", counted)
+    monkeypatch.setattr(classifier, "classify_batch", counted)
     batch = analyzer.analyze_batch(frames)
     assert calls == [sum(len(f) for f in singles)] and calls[0] == 3 * len(frames)
     for one, many in zip(singles, batch, strict=True):
@@ -107,6 +109,23 @@ def test_pipeline_and_analyze_agree_on_the_same_frame_and_box(analyzer: FaceAnal
         np.testing.assert_array_equal(faces.boxes, boxes)
         np.testing.assert_allclose(faces.probs, probs, rtol=0, atol=1e-6)
         assert len(faces) == 3
+
+
+@pytest.mark.parametrize("signals", ["attention", "expressions"])
+def test_signals_leave_out_the_classifier_or_the_head_pose(
+    signals: str, classifier_path: Path, tmp_path: Path, demo_frames: list[np.ndarray]
+) -> None:
+    (tmp_path / "bad.onnx").write_text("not a model")
+    model = tmp_path / "bad.onnx" if signals == "attention" else classifier_path  # attention alone loads none
+    config = AnalyzerConfig(classifier=ClassifierConfig(model_path=model), signals=signals)
+    with FaceAnalyzer(config) as only:
+        faces = only.analyze(demo_frames[0])
+    assert len(faces) == 3
+    if signals == "attention":
+        assert only.labels == () and faces.probs.shape == (3, 0) and faces.top_labels == ()
+        assert np.isfinite(faces.facing_score).all() and faces[0].label is None and faces[0].probs == {}
+    else:
+        assert len(only.labels) >= 2 and np.isnan(faces.facing_score).all() and faces[0].facing is None
 
 
 # ----------------------------------------------------------------------------- the container
@@ -222,6 +241,7 @@ def test_folder_rows_survive_a_damaged_image(
         line for line in stderr if "damaged.jpg: not an image that can be decoded" in line
     ]
     header, rows = read_csv(out_csv)
+    assert analyzer.classifier is not None
     labels = model_labels(analyzer.classifier.model_path)
     assert header == columns(labels)
     assert {Path(r["file"]).name for r in rows} >= {"clip_frame.png"} and len({r["file"] for r in rows}) == 4
@@ -248,6 +268,15 @@ def test_video_frames_with_stride(capsys: pytest.CaptureFixture[str], classifier
     assert all(r["file"] == "demo" and float(r["time_s"]) >= 0 for r in rows) and len(rows) == 12
 
 
+def test_attention_only_rows_have_no_label_values(capsys: pytest.CaptureFixture[str]) -> None:
+    status, stdout, _ = run_cli(capsys, "demo", "--stride", "30", "--signals", "attention", "--csv", "-")
+    assert status == 0
+    header = stdout.splitlines()[0].split(",")
+    assert header == columns(()) and not any(c.startswith("prob_") for c in header)
+    rows = list(csv.DictReader(stdout.splitlines()))
+    assert len(rows) == 6 and all(r["label"] == "" and r["facing"] in ("True", "False") for r in rows)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -259,6 +288,7 @@ def test_video_frames_with_stride(capsys: pytest.CaptureFixture[str], classifier
         (["{frame}", "--csv", "-", "--jsonl", "-"], r"^error: --csv and --jsonl cannot both be '-'"),
         (["{frame}", "--tiles", "0x3"], r"^error: --tiles '0x3' is not allowed"),
         (["{frame}", "--stride", "0"], r"^error: argument --stride: expected a number >= 1"),
+        (["{frame}", "--signals", "mood"], r"^error: --signals 'mood' is not allowed; use one or more of"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(
