@@ -329,7 +329,6 @@ class RunConfig:
                 "sources; an annotated video needs exactly one source"
             )
 
-
     @property
     def expressions(self) -> bool:
         """Whether the expression classifier runs."""
