@@ -2,7 +2,7 @@
 
 Steps: scan the recipe's folders (labels from folder names, or from crowd votes) -> decode every image
 (undecodable and blank files are counted and logged, never silently dropped) -> find the face with the
-runtime's MediaPipe detector and cut it with the runtime's crop (`edumood_live.classifier.crop_faces`),
+runtime's MediaPipe detector and cut it with the runtime's crop (`edumood_live.crop.crop_faces`),
 tight dataset crops padded first (`FaceCropper`) -> drop pixel-identical groups whose labels disagree,
 keep one copy of the others -> split by group (file, folder = person, or blocks of consecutive frame
 numbers) stratified per label; eval-only sources go whole to the test split -> a manifest with counts,

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from edumood_live.classifier import CropSpec
+from edumood_live.crop import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
 from train.engine import AuxTask, Objective, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
