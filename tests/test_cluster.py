@@ -438,5 +438,66 @@ def test_cli_joins_a_running_cluster(ray_address: str, tiny_classifier_path: Pat
     assert {(r["node"], r["actor"]) for r in rows} == {("127.0.0.1", "cam0#0")}
 
 
+
+def classifier_actors() -> list[str]:
+    """Names of the live classifier workers of any cluster run on this runtime."""
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "-classifier" in a["name"]]
+
+
+@needs_ray
+def test_attention_alone_starts_no_classifier_and_opens_no_model(ray_address: str, tmp_path: Path) -> None:
+    """``--signals attention`` on Ray: like a single process, no model is opened (here it does not even
+    exist) and no classifier worker runs; the camera workers give the single-process attention rows."""
+    from edumood_live.cluster import ClusterRun
+
+    csv_out, missing = tmp_path / "attention.csv", tmp_path / "no-such-model.onnx"
+    config = make_config(missing, (FILES[0],), signals="attention", output=OutputConfig(csv_path=csv_out))
+    run = ClusterRun(config, cluster_config())
+    assert run.labels == ()
+    assert "no expression classifier; signals attention;" in run.describe()
+    seen: list[list[str]] = []  # the classifier workers alive while each row arrives
+    rows: list[ClusterWindow] = []
+    consume(run, lambda rows: False, rows, on_row=lambda row: seen.append(classifier_actors()))
+    assert rows and seen == [[]] * len(rows)
+    assert run.source_states == {"demo": "ended"} and run.stats["classifiers"] == []
+
+    single = run_single(make_config(missing, (FILES[0],), signals="attention"))
+    assert [(comparable(r), r.attention_share) for r in rows] == [(comparable(r), r.attention_share) for r in single]
+    assert all(r.shares == {} and r.dominant_label is None for r in rows)
+    header, csv_rows = read_csv(csv_out)
+    assert header == [*schema([]), "node", "actor"]
+    assert not [c for c in header if c.startswith("share_")]
+    with_faces = [r for r in csv_rows if int(r["frames"])]
+    assert with_faces and all(0.0 <= float(r["attention_share"]) <= 1.0 for r in with_faces)
+
+
+@needs_ray
+@pytest.mark.parametrize(("signals", "replicas", "camera_cpus"), [("attention", 0, 0.66), ("expressions", 1, 0.5)])
+def test_cpu_shares_count_classifier_workers_only_when_expressions_run(
+    ray_address: str, tiny_classifier_path: Path, signals: str, replicas: int, camera_cpus: float
+) -> None:
+    from edumood_live.cluster.placement import plan
+
+    layout = plan(make_config(tiny_classifier_path, (FILES[0],) * 3, signals=signals), cluster_config())
+    assert (len(layout.strategies), layout.camera_cpus) == (replicas, camera_cpus)  # 2 CPUs for 3 or 4 workers
+
+
+@needs_ray
+def test_expressions_alone_gives_class_shares_without_attention(
+    ray_address: str, tiny_classifier_path: Path, single_rows: list[WindowSummary]
+) -> None:
+    from edumood_live.cluster import ClusterRun
+
+    config = make_config(tiny_classifier_path, (FILES[0],), signals="expressions")
+    run = ClusterRun(config, cluster_config())
+    assert run.labels == tuple(model_labels_of(single_rows)) and "signals expressions;" in run.describe()
+    seen: list[list[str]] = []
+    rows: list[ClusterWindow] = []
+    consume(run, lambda rows: False, rows, on_row=lambda row: seen.append(classifier_actors()))
+    assert seen and all(len(names) == 1 for names in seen)  # the shared classifier worker runs
+    assert [comparable(r) for r in rows] == [comparable(r) for r in by_source(single_rows, "demo")]
+    assert all(r.attention_share is None for r in rows)
+
+
 def model_labels_of(rows: list[WindowSummary]) -> list[str]:
     return list(rows[0].shares)

@@ -2,8 +2,9 @@
 
 The worker opens its source and runs `Pipeline` (the same loop, detector, tracker and aggregator as
 single-process mode) in a thread, with a `RemoteClassifier` that crops the faces here and classifies
-them on a shared `BatchingClassifier`. Only window rows leave the worker: the driver collects them
-with `poll`.
+them on a shared `BatchingClassifier`; without the expressions signal (no classifier workers) the
+pipeline runs no classifier at all, as in single-process mode. Only window rows leave the worker: the
+driver collects them with `poll`.
 
 When Ray restarts a worker that died, the driver calls `start` again with the run's window grid and
 the start of the last window it received. The new worker reopens its camera (retrying with the
@@ -154,11 +155,13 @@ class CameraWorker:
         self.config = replace(config, output=OutputConfig())  # rows go to the driver, not to files here
         self.node = ray.util.get_node_ip_address()
         self.pid = os.getpid()
-        node_id = ray.get_runtime_context().get_node_id()
-        nearby = [info for info in classifiers if info.node_id == node_id] or classifiers
-        info = nearby[index % len(nearby)]  # a replica on this node when there is one
         self._shared = _Shared()
-        self._classifier = RemoteClassifier(info, self.label, self.config, self._shared.stop)
+        self._classifier: RemoteClassifier | None = None  # none: no expressions signal, no classifier runs
+        if classifiers:
+            node_id = ray.get_runtime_context().get_node_id()
+            nearby = [info for info in classifiers if info.node_id == node_id] or classifiers
+            info = nearby[index % len(nearby)]  # a replica on this node when there is one
+            self._classifier = RemoteClassifier(info, self.label, self.config, self._shared.stop)
         self._source: Source | None = None
         self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
@@ -212,8 +215,8 @@ class CameraWorker:
         if self._after is not None:
             rows = [r for r in rows if _parse_utc(r.window_start_utc) > self._after]
         frames = self._pipeline.stats.frames if self._pipeline is not None else 0
-        return CameraReport(rows, done, state, error, self.node, self.pid, frames, self._thread is not None,
-                            self._classifier.wait_s)
+        wait_s = self._classifier.wait_s if self._classifier is not None else 0.0
+        return CameraReport(rows, done, state, error, self.node, self.pid, frames, self._thread is not None, wait_s)
 
     def stop(self) -> None:
         """End the run: the pipeline writes its last (partial) window; `poll` then reports done."""

@@ -6,12 +6,14 @@
 
 Construction joins (or starts) Ray, loads the classifier on its worker(s), opens every camera on its
 own worker and checks the outputs, so an unusable source, model or path fails with one clear line
-before any frame is processed, as in single-process mode. `run()` starts every camera on one window
-grid and polls the workers for the windows that closed; the rows are written to the sinks here (CSV
-and JSONL get ``node`` and ``actor`` columns) and then yielded. A worker that dies is restarted by Ray
-and told which windows the driver already has (see `camera_actor`); one Ray gives up on ends its
-source as failed while the others go on. `stop()` ends the run as Ctrl-C does in single-process mode:
-every camera writes its last, partial window.
+before any frame is processed, as in single-process mode. Without the expressions signal (``--signals
+attention``) no classifier worker starts and no model is opened: the camera workers detect, track and
+measure attention, and rows have no class shares, as in single-process mode. `run()` starts every
+camera on one window grid and polls the workers for the windows that closed; the rows are written to
+the sinks here (CSV and JSONL get ``node`` and ``actor`` columns) and then yielded. A worker that dies
+is restarted by Ray and told which windows the driver already has (see `camera_actor`); one Ray gives
+up on ends its source as failed while the others go on. `stop()` ends the run as Ctrl-C does in
+single-process mode: every camera writes its last, partial window.
 
 The driver never waits on a worker: every call to one is a future, and the loop waits for whichever
 answers first, for at most ``poll_s``. A worker that has not answered for SILENT_S has no running
@@ -54,7 +56,7 @@ from edumood_live.cluster.placement import (
     wait_for,
 )
 from edumood_live.cluster.run_stats import collect_stats, summary
-from edumood_live.config import RunConfig
+from edumood_live.config import RunConfig, Signal
 from edumood_live.errors import ConfigError
 from edumood_live.sinks import LiveSink, LiveState, WindowSink, close_all
 from edumood_live.sinks.files import open_file_sinks, preflight
@@ -92,7 +94,7 @@ class ClusterRun:
             layout = plan(config, self.cluster)
             self._camera_cpus = layout.camera_cpus
             self._classifiers = start_classifiers(config, self.cluster, layout)
-            self.labels = self._classifiers[0][0].meta.labels
+            self.labels = self._classifiers[0][0].meta.labels if self._classifiers else ()
             preflight(config.output, self.labels, CLUSTER_COLUMNS)
             infos = [info for info, _ in self._classifiers]
             self._cameras = spawn_cameras(config, self.cluster, layout.camera_cpus, infos)
@@ -105,17 +107,21 @@ class ClusterRun:
     # ----------------------------------------------------------------- public API
 
     def describe(self) -> str:
-        """One line: cameras and nodes, model and provider, batching, detection, window."""
-        info = self._classifiers[0][0]
+        """One line: cameras and nodes, model and provider, batching, signals, detection, window."""
         nodes = sorted({c.node for c in self._cameras})
-        replicas = len(self._classifiers)
+        if self._classifiers:
+            info = self._classifiers[0][0]
+            model = (f"model {info.meta.model_name} {info.meta.version} ({info.model_name}) on "
+                     f"{info.provider.removesuffix('ExecutionProvider')} in {len(self._classifiers)} shared "
+                     f"classifier worker(s), batches up to {self.cluster.max_batch_faces} faces, wait "
+                     f"{self.cluster.batch_wait_ms:g} ms")  # fmt: skip
+        else:
+            model = "no expression classifier"
+        signals = ",".join(Signal(s).value for s in self.config.signals)
         return (
             f"{len(self._cameras)} camera worker(s) on Ray ({', '.join(nodes)}): "
-            f"{', '.join(c.name for c in self._cameras)}; model {info.meta.model_name} {info.meta.version} "
-            f"({info.model_name}) on {info.provider.removesuffix('ExecutionProvider')} in {replicas} shared "
-            f"classifier worker(s), batches up to {self.cluster.max_batch_faces} faces, wait "
-            f"{self.cluster.batch_wait_ms:g} ms; detect every {self.config.detect_every}; window "
-            f"{self.config.window_s:g} s; min group {self.config.min_group}"
+            f"{', '.join(c.name for c in self._cameras)}; {model}; signals {signals}; detect every "
+            f"{self.config.detect_every}; window {self.config.window_s:g} s; min group {self.config.min_group}"
         )
 
     def stop(self) -> None:
@@ -337,7 +343,8 @@ class ClusterRun:
 
     def _live_state(self, row: ClusterWindow, state: SourceState | None = None) -> LiveState:
         state = state or (SourceState.CONNECTED if row.frames else SourceState.GAP)
-        return LiveState.of_window(row, self._classifiers[0][0].provider, state, row.dropped_frames)
+        provider = self._classifiers[0][0].provider if self._classifiers else ""
+        return LiveState.of_window(row, provider, state, row.dropped_frames)
 
 
 def run_cluster(

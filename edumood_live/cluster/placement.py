@@ -4,7 +4,9 @@ Ray places an actor on one node, so CPU shares are sized node by node (`fitting_
 place every worker again after the largest node is lost (`resilient_share`). `plan` picks the shares
 and the classifier replicas' nodes and warns when the run does not fit; `start_classifiers` and
 `start_cameras` start the workers and wait for them (bounded by ``start_timeout_s``), so an unusable
-model or source fails with one clear line before any frame is processed.
+model or source fails with one clear line before any frame is processed. Without the expressions signal
+(``--signals attention``) there are no classifier workers: no model is opened and no CPUs are reserved
+for one; the camera workers detect, track and measure attention alone.
 """
 
 from __future__ import annotations
@@ -93,11 +95,14 @@ class Layout:
 
 
 def plan(config: RunConfig, cluster: ClusterConfig) -> Layout:
-    """The run's layout on the cluster as it is now; warns when the workers do not all fit."""
+    """The run's layout on the cluster as it is now; warns when the workers do not all fit. Without the
+    expressions signal the layout has no classifier replicas."""
     cl = cluster
-    if cl.classifier_replicas == PER_NODE:
+    if not config.expressions:
+        strategies: list[Any] = []
+    elif cl.classifier_replicas == PER_NODE:
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-        strategies: list[Any] = [NodeAffinitySchedulingStrategy(n, soft=False) for n in nodes]
+        strategies = [NodeAffinitySchedulingStrategy(n, soft=False) for n in nodes]
     else:
         strategies = ["DEFAULT"] * int(cl.classifier_replicas)
     total = float(ray.cluster_resources().get("CPU", 0.0))
@@ -124,7 +129,10 @@ def plan(config: RunConfig, cluster: ClusterConfig) -> Layout:
 
 
 def start_classifiers(config: RunConfig, cluster: ClusterConfig, layout: Layout) -> list[tuple[ClassifierInfo, Any]]:
-    """Start the shared classifier workers and wait until each has loaded the model (or says why not)."""
+    """Start the shared classifier workers and wait until each has loaded the model (or says why not);
+    none (and no model opened) when the layout has no replicas (``--signals attention``)."""
+    if not layout.strategies:
+        return []
     actor = ray.remote(BatchingClassifier)
     run_id = uuid.uuid4().hex[:8]
     names = [f"edumood-{run_id}-classifier{i}" for i in range(len(layout.strategies))]

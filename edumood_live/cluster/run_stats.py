@@ -64,9 +64,11 @@ def summary(stats: dict[str, object]) -> str:
         return "no statistics"
     batching = stats.get("batching") or {}
     assert isinstance(batching, dict)
+    head = f"{stats['frames']} frames in {stats['wall_s']:.1f} s = {stats['fps']:.1f} fps over all cameras"
+    if not stats.get("classifiers"):  # none started (--signals attention), or none answered
+        return f"{head}; no classifier statistics"
     return (
-        f"{stats['frames']} frames in {stats['wall_s']:.1f} s = {stats['fps']:.1f} fps over all cameras; "
-        f"classifier: {batching.get('calls', 0)} calls, {batching.get('faces_per_call', 0):.1f} faces and "
+        f"{head}; classifier: {batching.get('calls', 0)} calls, {batching.get('faces_per_call', 0):.1f} faces and "
         f"{batching.get('requests_per_call', 0):.2f} camera requests per call"
     )
 
