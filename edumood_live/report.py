@@ -175,6 +175,7 @@ class SourceSummary:
     mean_faces: float | None  # frame weighted
     low_confidence_share: float | None
     dropped_frames: int
+    attention_share: float | None = None  # face-observation weighted; None: no window has one (off, older file)
 
 
 def _weighted_mean(pairs: Iterable[tuple[float | None, float]]) -> float | None:
@@ -185,7 +186,7 @@ def _weighted_mean(pairs: Iterable[tuple[float | None, float]]) -> float | None:
 
 
 def summarise(windows: Sequence[Window]) -> SourceSummary:
-    """Whole-lesson numbers. Class shares, engagement and low confidence are weighted by face
+    """Whole-lesson numbers. Class shares, engagement, low confidence and attention are weighted by face
     observations (so they equal the numbers of the whole lesson pooled); faces by frames."""
     rated = [w for w in windows if w.has_shares]
     shares = {k: _weighted_mean((w.shares[k], w.observations) for w in rated) for k in windows[0].shares}
@@ -205,6 +206,7 @@ def summarise(windows: Sequence[Window]) -> SourceSummary:
         mean_faces=_weighted_mean((w.faces_mean, w.frames) for w in windows),
         low_confidence_share=low,
         dropped_frames=sum(w.dropped_frames for w in windows),
+        attention_share=_weighted_mean((w.attention_share, w.observations) for w in windows),
     )
 
 
@@ -266,6 +268,8 @@ def _summary_table(summary: SourceSummary, names: dict[str, str]) -> str:
         ("Mean engagement index", _fmt(summary.mean_engagement, "{:+.2f}")),
         ("Mean faces in view", _fmt(summary.mean_faces, "{:.1f}")),
     ]
+    if summary.attention_share is not None:  # only where the file has the signal
+        rows.append(("Attention share (facing the front)", _fmt(summary.attention_share, "{:.0%}")))
     for i, (key, name) in enumerate(names.items()):
         swatch = f'<span class="swatch" style="background:{class_colour(key, i)}"></span>'
         rows.append((f"{swatch}Share {html.escape(name)}", _fmt(summary.shares.get(key), "{:.0%}")))
@@ -280,7 +284,8 @@ def _summary_table(summary: SourceSummary, names: dict[str, str]) -> str:
 
 
 def _window_table(windows: Sequence[Window], names: dict[str, str]) -> str:
-    head = ["start", "end", "status", "frames", "faces", *names.values(), "engagement"]
+    attention = any(w.attention_share is not None for w in windows)  # a column only where the file has it
+    head = ["start", "end", "status", "frames", "faces", *names.values(), "engagement", *(["attention"] * attention)]
     lines = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for w in windows:
         cells = [
@@ -291,6 +296,7 @@ def _window_table(windows: Sequence[Window], names: dict[str, str]) -> str:
             f"{w.faces_mean:.1f}",
             *(_fmt(w.shares.get(k), "{:.0%}") for k in names),
             _fmt(w.engagement_index, "{:+.2f}"),
+            *([_fmt(w.attention_share, "{:.0%}")] * attention),
         ]
         lines.append("<tr>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     return f"<details><summary>All {len(windows)} windows</summary><table>{''.join(lines)}</table></details>"

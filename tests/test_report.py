@@ -192,3 +192,35 @@ def test_attention_share_is_read_and_drawn_on_the_engagement_chart(tmp_path: Pat
     (older,) = load_windows([write_csv(tmp_path / "b.csv", rows())]).values()  # files without the column
     assert all(w.attention_share is None for w in older)
     assert plot_source("room-101", windows) != plot_source("room-101", older)  # a line more
+
+
+ATTENTION = (0.9, 0.5, None, None, 1.0)  # per window of WINDOWS: none in the gap, withheld in the suppressed one
+
+
+@pytest.mark.parametrize(
+    ("attention", "write", "mean"),
+    [
+        (ATTENTION, write_csv, 0.8),  # (0.9 x 1000 + 0.5 x 1000 + 1.0 x 1000 observations) / 3000
+        (ATTENTION, write_jsonl, 0.8),
+        ((None,) * 5, write_csv, None),  # the column without values (--signals expressions)
+        (None, write_csv, None),  # no column: a file written before the attention signal
+    ],
+)
+def test_attention_share_in_the_summary_and_window_table_only_where_the_file_has_it(
+    tmp_path: Path, attention: tuple | None, write, mean: float | None
+) -> None:
+    records = rows()
+    if attention is not None:
+        records = [{**r, "attention_share": "" if a is None else a} for r, a in zip(records, attention, strict=True)]
+    source = write(tmp_path / ("room.csv" if write is write_csv else "room.jsonl"), records)
+    (windows,) = load_windows([source]).values()
+    assert summarise(windows).attention_share == (None if mean is None else pytest.approx(mean))
+    page = build_report([source], tmp_path / "report.html").read_text()
+    summary, table = page.split("<details>")
+    if mean is None:
+        assert "Attention share" not in summary and "<th>attention</th>" not in table
+        return
+    assert "<th>Attention share (facing the front)</th><td>80%</td>" in summary
+    assert "<th>engagement</th><th>attention</th></tr>" in table
+    cells = re.findall(r"<td class=num>([^<]*)</td></tr>", table)  # the last cell of each window's row
+    assert cells == ["90%", "50%", "n/a", "n/a", "100%"]
