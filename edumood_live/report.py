@@ -115,8 +115,9 @@ def _read_file(path: Path) -> list[Window]:
     if "track" in columns:
         raise ConfigError(f"report input {path}: is a per-track file; pass the window file instead")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing or not any(c.startswith("share_") for c in columns):
-        what = ", ".join(missing) or "share_<label>"
+    signal = any(c.startswith("share_") for c in columns) or "attention_share" in columns  # attention alone: no shares
+    if missing or not signal:
+        what = ", ".join(missing) or "share_<label> or attention_share"
         raise ConfigError(f"report input {path}: not an EduMood Live output (missing columns: {what})")
     return [_parse(record, path, n) for n, record in enumerate(records, start=2 if suffix == ".csv" else 1)]
 

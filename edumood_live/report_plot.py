@@ -126,9 +126,11 @@ def plot_source(source: str, windows: Sequence[Window]) -> bytes:
         xs, ys = _steps(run, lambda w: w.faces_mean, origin)
         faces_ax.plot(xs, ys, color="#222222", linewidth=1.6)  # a line only: grey fill would look like a gap
 
+    # withheld: fewer faces than --min-group (class shares withheld; with attention alone, its share)
+    rated: Callable[[Window], bool] = (lambda w: w.has_shares) if keys else (lambda w: w.attention_share is not None)
     shaded = (
         ("gap", lambda w: w.status == "gap", GAP_COLOUR, "///", "no frames (gap)"),
-        ("withheld", lambda w: w.frames > 0 and not w.has_shares, WITHHELD_COLOUR, "..", "withheld"),
+        ("withheld", lambda w: w.frames > 0 and not rated(w), WITHHELD_COLOUR, "..", "withheld"),
     )
     handles = [Patch(facecolor=class_colour(k, i), label=names[k]) for i, k in enumerate(keys)]
     for kind, keep, colour, hatch, text in shaded:
@@ -148,6 +150,10 @@ def plot_source(source: str, windows: Sequence[Window]) -> bytes:
             label = "gap: no frames" if kind == "gap" else "withheld: fewer faces than --min-group"
             handles.append(Patch(facecolor=colour, edgecolor="#888888", hatch=hatch, label=label))
 
+    if not keys:  # --signals attention: no expression classifier ran, so there are no class shares
+        shares_ax.text(0.5, 0.9, "no class shares: no expression classifier ran (--signals attention)",
+                       transform=shares_ax.transAxes, ha="center", va="center", fontsize=10, color="#555555",
+                       bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "none"})
     shares_ax.set_ylim(0, 1)
     shares_ax.set_ylabel("class shares\n(of face observations)")
     shares_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")

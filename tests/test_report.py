@@ -224,3 +224,18 @@ def test_attention_share_in_the_summary_and_window_table_only_where_the_file_has
     assert "<th>engagement</th><th>attention</th></tr>" in table
     cells = re.findall(r"<td class=num>([^<]*)</td></tr>", table)  # the last cell of each window's row
     assert cells == ["90%", "50%", "n/a", "n/a", "100%"]
+
+
+def test_an_attention_only_file_makes_a_report(tmp_path: Path) -> None:
+    """``--signals attention`` rows have no share_<label> columns, no engagement and no dominant label."""
+    records = [
+        {**{k: v for k, v in r.items() if not k.startswith("share_")}, "engagement_index": "", "dominant_label": "",
+         "attention_share": "" if a is None else a}
+        for r, a in zip(rows(), ATTENTION, strict=True)
+    ]  # fmt: skip
+    source = write_csv(tmp_path / "attention.csv", records)
+    (windows,) = load_windows([source]).values()
+    assert all(w.shares == {} for w in windows)
+    page = build_report([source], tmp_path / "report.html").read_text()
+    assert "<th>Attention share (facing the front)</th><td>80%</td>" in page and "Share " not in page
+    assert "data:image/png" in page
