@@ -1,7 +1,8 @@
 """Stratified, grouped k-fold cross-validation of one architecture, beside the recipe's single split.
 
 Folds are drawn over whole groups (a recording block of consecutive frames, or a single file where the
-recipe has no grouping), stratified by (source, label) so every fold keeps the data's mix. In fold i
+recipe has no grouping, or a folder = one person), stratified by (source, label) so every fold keeps the
+data's mix; evaluation-only sources are left out (no fold may train on them). In fold i
 the i-th part is the test set; a validation set for early stopping and temperature calibration is
 taken from the rest the same grouped, stratified way. Every fold is a normal ``train.fit.run`` with a
 split file (``<out>/fold_XX/split.json``), so any fold can be repeated alone with ``python -m train fit``.
@@ -53,13 +54,24 @@ class KFoldConfig(TrainingOptions):
                                split_file=None if split_file is None else str(split_file))
 
 
+def foldable(data: Dataset, recipe: Recipe) -> Dataset:
+    """The images k-fold partitions: those of the recipe's training sources. An evaluation-only source
+    (``role = "eval"``) is never trained on, in any fold; its cross-source score is ``export.evaluate``'s."""
+    evaluation_only = [i for i, name in enumerate(data.source_names)
+                       if any(spec.name == name and spec.role == "eval" for spec in recipe.sources)]
+    return data.subset(~np.isin(data.source, evaluation_only))
+
+
 def recording_groups(data: Dataset, recipe: Recipe) -> np.ndarray:
-    """Group id per image, as the recipe's split uses them: a file, or a block of consecutive frames."""
-    blocks = {spec.name: spec.block_size for spec in recipe.sources}
+    """Group id per image, as the recipe's split uses them: a file, a folder (one person), or a block of
+    consecutive frames."""
+    specs = {spec.name: spec for spec in recipe.sources}
     keys = []
     for path, s in zip(data.paths, data.source, strict=True):
-        block = blocks[data.source_names[s]]
-        keys.append(path if block is None else f"{Path(path).parent}/{_frame_number(Path(path)) // block}")
+        spec = specs[data.source_names[s]]
+        block = spec.block_size
+        keys.append(str(Path(path).parent) if spec.group == "folder" else path if block is None
+                    else f"{Path(path).parent}/{_frame_number(Path(path)) // block}")
     return np.unique(keys, return_inverse=True)[1]
 
 
@@ -137,7 +149,7 @@ def run_kfold(cfg: KFoldConfig) -> dict:
     out = Path(cfg.out_dir)
     save_config(out, "kfold", cfg)
     recipe = load_recipe(Path(cfg.recipe))
-    data = load_run_data(cfg.train_config(out / "single_split", None))
+    data = foldable(load_run_data(cfg.train_config(out / "single_split", None)), recipe)
     groups = recording_groups(data, recipe)
     splits = fold_splits(data, groups, cfg.folds, recipe.val_fraction or 0.15, cfg.seed)
     per_fold, rows, pooled = [], [], np.zeros((len(data.labels),) * 2, np.int64)
@@ -156,7 +168,10 @@ def run_kfold(cfg: KFoldConfig) -> dict:
     single = None
     if cfg.single_split:
         console.rule("single split: the recipe's own train/val/test")
-        results = run(cfg.train_config(out / "single_split", None))
+        split_file = out / "single_split" / "split.json"  # the recipe's split of the same (foldable) images
+        split_file.parent.mkdir(parents=True, exist_ok=True)
+        split_file.write_text(json.dumps({p: SPLITS[s] for p, s in zip(data.paths, data.split, strict=True)}))
+        results = run(cfg.train_config(out / "single_split", split_file))
         single = results["splits"]["test"]["all"]
         sizes = tuple(int(np.sum(data.split == s)) for s in range(3))
     mean_row = ["**mean ± std**", "", "", "", *(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}"

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.data import build_dataset
-from train.kfold import KFoldConfig, fold_splits, recording_groups, run_kfold
+from train.data import Dataset, build_dataset
+from train.kfold import KFoldConfig, fold_splits, foldable, recording_groups, run_kfold
 from train.recipe import load_recipe
 
 BLOCK = 6  # consecutive clip frames of one person form a recording block
@@ -39,6 +39,44 @@ def test_groups_are_recording_blocks(data_and_groups) -> None:
         same = [p for p, g in zip(data.paths, groups, strict=True) if g == group]
         assert {Path(p).parent for p in same} == {Path(path).parent}
         assert {int(Path(p).stem) // BLOCK for p in same} == {int(Path(path).stem) // BLOCK}
+
+
+PEOPLE_RECIPE = """
+name = "people"
+labels = ["A", "B"]
+seed = 1
+[[sources]]
+name = "people"
+roots = ["people"]
+kind = "crops"
+group = "folder"
+[sources.labels]
+"*" = "A"
+[[sources]]
+name = "other"
+roots = ["other"]
+kind = "crops"
+role = "eval"
+[sources.labels]
+"*" = "B"
+"""
+
+
+def test_folds_leave_evaluation_only_sources_out_and_keep_a_person_together(tmp_path: Path) -> None:
+    (tmp_path / "people.toml").write_text(PEOPLE_RECIPE)
+    recipe = load_recipe(tmp_path / "people.toml")
+    paths = [f"people/p{i % 4}/{i}.jpg" for i in range(16)] + [f"other/x/{i}.jpg" for i in range(4)]
+    n = len(paths)
+    data = Dataset(labels=("A", "B"), images=np.zeros((n, 1, 4, 4), np.uint8),
+                   targets=np.array([0] * 16 + [1] * 4), split=np.zeros(n, np.int64),
+                   source=np.array([0] * 16 + [1] * 4), source_names=("people", "other"), paths=paths,
+                   hashes=[str(i) for i in range(n)])
+    kept = foldable(data, recipe)
+    assert kept.paths == paths[:16]  # the evaluation-only source is in no fold, so never trained on
+    groups = recording_groups(kept, recipe)
+    assert len(np.unique(groups)) == 4  # one group per person folder
+    for g in np.unique(groups):
+        assert len({Path(p).parent for p, h in zip(kept.paths, groups, strict=True) if h == g}) == 1
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
