@@ -174,7 +174,7 @@ def run_compare(cfg: CompareConfig) -> list[dict]:
         console.rule(f"[{i}/{len(cfg.archs)}] {arch}: {ARCHS[arch].description}")
         results = run(cfg.train_config(arch))
         split = "test" if "test" in results["splits"] else "val"
-        metrics = results["splits"][split]["all"]
+        metrics = results["splits"][split]["training_sources"]
         labels = tuple(metrics["per_class"])
         run_dir = out / arch
         row = {"arch": arch, "split": split, "n": metrics["n"], "best_epoch": results["best_epoch"] + 1,
@@ -196,8 +196,10 @@ def run_compare(cfg: CompareConfig) -> list[dict]:
     (out / "comparison.md").write_text(f"""# Architecture comparison
 
 Recipe `{cfg.recipe}`, up to {cfg.epochs} epochs (early stopping on validation macro-F1, patience
-{cfg.patience}), seed {cfg.seed}{cap}. Metrics on the {rows[0]['split']} split with the best epoch's
-weights. ms/face: {timing}. Micro P/R/F1 equal accuracy for single-label classification.
+{cfg.patience}), seed {cfg.seed}{cap}. Metrics on the {rows[0]['split']} split of the sources each model
+trains on, with the best epoch's weights; evaluation-only (cross-source) rows are in each run folder
+(`python -m export.card --run <arch run folder>`). ms/face: {timing}. Micro P/R/F1 equal accuracy for
+single-label classification.
 
 {markdown_table(HEADER, [_cells(r) for r in rows])}
 

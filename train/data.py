@@ -50,6 +50,7 @@ class Dataset:
     soft: np.ndarray | None = None  # (N, K) float32 target distribution (crowd votes; else one-hot)
     padding: np.ndarray | None = None  # (N,) share of each crop that is padding, not image
     crop: CropSpec = field(default_factory=CropSpec)
+    eval_sources: frozenset[str] = frozenset()  # the recipe's evaluation-only sources (test split only)
 
     def __post_init__(self) -> None:
         if self.soft is None:
@@ -62,7 +63,7 @@ class Dataset:
         return Dataset(
             self.labels, self.images[idx], self.targets[idx], self.split[idx], self.source[idx],
             self.source_names, [self.paths[i] for i in idx], [self.hashes[i] for i in idx],
-            dict(self.skipped), self.soft[idx], self.padding[idx], self.crop,
+            dict(self.skipped), self.soft[idx], self.padding[idx], self.crop, self.eval_sources,
         )
 
     def split_mask(self, name: str) -> np.ndarray:
@@ -389,7 +390,7 @@ def build_dataset(recipe: Recipe, data_root: Path, size: tuple[int, int], channe
         raise RecipeError(f"{recipe.path.name}: no usable image found")
     source_names = [recipe.sources[source_of[id(item)]].name for item in kept]
     split = _assign_splits(kept, source_names, recipe.val_fraction, recipe.test_fraction,
-                           f"{recipe.name}/{recipe.seed}", {s.name for s in recipe.sources if s.role == "eval"},
+                           f"{recipe.name}/{recipe.seed}", _eval_sources(recipe),
                            {s.name: s.fractions for s in recipe.sources if s.fractions is not None})
     one_hot = np.eye(len(recipe.labels), dtype=np.float32)
     dataset = Dataset(
@@ -405,6 +406,7 @@ def build_dataset(recipe: Recipe, data_root: Path, size: tuple[int, int], channe
         soft=np.stack([one_hot[item.target] if item.soft is None else item.soft for item in kept]),
         padding=np.array([item.padding for item in kept], np.float32),
         crop=crop,
+        eval_sources=_eval_sources(recipe),
     )
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -418,4 +420,8 @@ def _load_cache(path: Path, recipe: Recipe, crop: CropSpec) -> Dataset:
     with np.load(path) as z:
         return Dataset(recipe.labels, z["images"], z["targets"], z["split"], z["source"],
                        tuple(s.name for s in recipe.sources), z["paths"].tolist(), z["hashes"].tolist(),
-                       json.loads(str(z["skipped"])), z["soft"], z["padding"], crop)
+                       json.loads(str(z["skipped"])), z["soft"], z["padding"], crop, _eval_sources(recipe))
+
+
+def _eval_sources(recipe: Recipe) -> frozenset[str]:
+    return frozenset(s.name for s in recipe.sources if s.role == "eval")

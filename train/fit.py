@@ -352,7 +352,11 @@ def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]
         overall = classification_metrics(y_true, y_pred, data.labels)
         per_source = {name: classification_metrics(y_true[source == i], y_pred[source == i], data.labels)
                       for i, name in enumerate(data.source_names) if (source == i).any()}
-        results["splits"][split] = {"all": overall, "by_source": per_source}
+        trained = ~np.isin(source, [i for i, name in enumerate(data.source_names) if name in data.eval_sources])
+        results["splits"][split] = {"all": overall, "by_source": per_source,
+                                    # the held-out images of the sources it trains on: no cross-source rows
+                                    "training_sources": classification_metrics(y_true[trained], y_pred[trained],
+                                                                               data.labels)}
         plot_confusion(overall["confusion_matrix"], data.labels,
                        f"{meta['arch']} — {split} split (n={overall['n']})", out / f"confusion_{split}.png")
     best["meta"] = {**meta, "temperature": calibration.temperature, "class_bias": list(calibration.bias),

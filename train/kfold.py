@@ -54,11 +54,10 @@ class KFoldConfig(TrainingOptions):
                                split_file=None if split_file is None else str(split_file))
 
 
-def foldable(data: Dataset, recipe: Recipe) -> Dataset:
+def foldable(data: Dataset) -> Dataset:
     """The images k-fold partitions: those of the recipe's training sources. An evaluation-only source
     (``role = "eval"``) is never trained on, in any fold; its cross-source score is ``export.evaluate``'s."""
-    evaluation_only = [i for i, name in enumerate(data.source_names)
-                       if any(spec.name == name and spec.role == "eval" for spec in recipe.sources)]
+    evaluation_only = [i for i, name in enumerate(data.source_names) if name in data.eval_sources]
     return data.subset(~np.isin(data.source, evaluation_only))
 
 
@@ -149,7 +148,7 @@ def run_kfold(cfg: KFoldConfig) -> dict:
     out = Path(cfg.out_dir)
     save_config(out, "kfold", cfg)
     recipe = load_recipe(Path(cfg.recipe))
-    data = foldable(load_run_data(cfg.train_config(out / "single_split", None)), recipe)
+    data = foldable(load_run_data(cfg.train_config(out / "single_split", None)))
     groups = recording_groups(data, recipe)
     splits = fold_splits(data, groups, cfg.folds, recipe.val_fraction or 0.15, cfg.seed)
     per_fold, rows, pooled = [], [], np.zeros((len(data.labels),) * 2, np.int64)

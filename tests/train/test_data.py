@@ -115,6 +115,7 @@ right = "Right"
     # the eval-only source is whole in the test split; the voted one is split three ways
     assert set(data.split[held].tolist()) == {SPLITS.index("test")}
     assert set(data.split[voted].tolist()) == {0, 1, 2}
+    assert data.eval_sources == {"held_out"} and data.subset(held).eval_sources == {"held_out"}
     manifest = data.manifest()
     assert manifest["crop"] == {"margin": 0.3, "square": True, "pad": "edge"}
     assert manifest["mean_padding_share"]["voted"] > 0

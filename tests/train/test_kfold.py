@@ -70,8 +70,8 @@ def test_folds_leave_evaluation_only_sources_out_and_keep_a_person_together(tmp_
     data = Dataset(labels=("A", "B"), images=np.zeros((n, 1, 4, 4), np.uint8),
                    targets=np.array([0] * 16 + [1] * 4), split=np.zeros(n, np.int64),
                    source=np.array([0] * 16 + [1] * 4), source_names=("people", "other"), paths=paths,
-                   hashes=[str(i) for i in range(n)])
-    kept = foldable(data, recipe)
+                   hashes=[str(i) for i in range(n)], eval_sources=frozenset({"other"}))
+    kept = foldable(data)
     assert kept.paths == paths[:16]  # the evaluation-only source is in no fold, so never trained on
     groups = recording_groups(kept, recipe)
     assert len(np.unique(groups)) == 4  # one group per person folder
