@@ -54,6 +54,22 @@ class Signal(str, Enum):
 ALL_SIGNALS = (Signal.EXPRESSIONS, Signal.ATTENTION)
 
 
+class _ChosenSignals:
+    """``expressions`` / ``attention`` of a config that holds a parsed ``signals`` tuple."""
+
+    signals: tuple[Signal, ...] | str
+
+    @property
+    def expressions(self) -> bool:
+        """Whether the expression classifier runs (class shares, labels, probabilities)."""
+        return Signal.EXPRESSIONS in self.signals
+
+    @property
+    def attention(self) -> bool:
+        """Whether head orientation is measured (attention share, head angles, facing scores)."""
+        return Signal.ATTENTION in self.signals
+
+
 def parse_signals(value: Sequence[Signal | str] | str) -> tuple[Signal, ...]:
     """``"expressions,attention"``, ``"attention"``, ... or a sequence of `Signal`: a non-empty tuple in
     `ALL_SIGNALS` order; else ConfigError."""
@@ -280,7 +296,7 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_ChosenSignals):
     """Everything one run needs.
 
     sources: one or more sources (a `SourceConfig` or just its spec string, e.g. ``"demo"``).
@@ -329,16 +345,6 @@ class RunConfig:
                 "sources; an annotated video needs exactly one source"
             )
 
-    @property
-    def expressions(self) -> bool:
-        """Whether the expression classifier runs."""
-        return Signal.EXPRESSIONS in self.signals
-
-    @property
-    def attention(self) -> bool:
-        """Whether rows report the attention share."""
-        return Signal.ATTENTION in self.signals
-
 
 def parse_detect_every(value: int | Auto | str) -> int | Auto:
     """``1..30`` or `AUTO` (also as text, e.g. ``"auto"`` or ``"3"``); else ConfigError."""
@@ -372,7 +378,7 @@ def _normalise_sources(
 
 
 @dataclass(frozen=True)
-class AnalyzerConfig:
+class AnalyzerConfig(_ChosenSignals):
     """Settings of `analyzer.FaceAnalyzer` (faces of single images): the run's own detector and classifier
     settings, so an image is analysed exactly as the live pipeline sees a frame. ``signals`` as in
     `RunConfig`: without EXPRESSIONS no classifier is loaded (no labels, no probabilities); without
@@ -388,13 +394,3 @@ class AnalyzerConfig:
             if not isinstance(value, kind):
                 raise ConfigError(f"{name}={value!r} is not allowed; use a {kind.__name__}")
         object.__setattr__(self, "signals", parse_signals(self.signals))
-
-    @property
-    def expressions(self) -> bool:
-        """Whether the expression classifier runs."""
-        return Signal.EXPRESSIONS in self.signals
-
-    @property
-    def attention(self) -> bool:
-        """Whether head angles and facing scores are computed."""
-        return Signal.ATTENTION in self.signals

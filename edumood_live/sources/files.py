@@ -52,7 +52,23 @@ class _Pacer:
         return True
 
 
-class VideoFileSource(Source):
+class _FileSource(Source):
+    """What the file sources share: their counters (frames read, skipped, undecodable) and last error."""
+
+    _counts: dict[str, int]
+    _last_error: str | None
+
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            frames_read=self._counts["read"],
+            frames_skipped=self._counts["skipped"],
+            decode_errors=self._counts["errors"],
+            state=SourceState.ENDED if self.finished else SourceState.CONNECTED,
+            last_error=self._last_error,
+        )
+
+
+class VideoFileSource(_FileSource):
     """A video file, decoded in order with FFmpeg; timestamps are media time in ms.
 
     The first frame is decoded at once (a file that cannot be read fails here); after that a decoder
@@ -194,15 +210,6 @@ class VideoFileSource(Source):
         self._last_error = message
         logger.debug("%s: %s", self.name, message)
 
-    def stats(self) -> SourceStats:
-        return SourceStats(
-            frames_read=self._counts["read"],
-            frames_skipped=self._counts["skipped"],
-            decode_errors=self._counts["errors"],
-            state=SourceState.ENDED if self.finished else SourceState.CONNECTED,
-            last_error=self._last_error,
-        )
-
     def close(self) -> None:
         self._pending = None
         self._stop.set()
@@ -220,7 +227,7 @@ def _natural_key(path: Path) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-class ImageFolderSource(Source):
+class ImageFolderSource(_FileSource):
     """The images of one folder in natural name order; timestamps index * 1000 / folder_fps."""
 
     live = False
@@ -275,15 +282,6 @@ class ImageFolderSource(Source):
             index = self._position - 1
             return Frame(image, index * 1000.0 / self._config.folder_fps, index, self.name)
         return None
-
-    def stats(self) -> SourceStats:
-        return SourceStats(
-            frames_read=self._counts["read"],
-            frames_skipped=self._counts["skipped"],
-            decode_errors=self._counts["errors"],
-            state=SourceState.ENDED if self.finished else SourceState.CONNECTED,
-            last_error=self._last_error,
-        )
 
     def close(self) -> None:
         self._pending = None
