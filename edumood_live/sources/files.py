@@ -53,10 +53,16 @@ class _Pacer:
 
 
 class _FileSource(Source):
-    """What the file sources share: their counters (frames read, skipped, undecodable) and last error."""
+    """What the file sources share: the frame held for the next read, their counters (frames read,
+    skipped, undecodable) and last error."""
 
     _counts: dict[str, int]
     _last_error: str | None
+    _pending: Frame | None  # the next frame to hand out; None once the source is done
+
+    @property
+    def finished(self) -> bool:
+        return self._pending is None
 
     def stats(self) -> SourceStats:
         return SourceStats(
@@ -110,10 +116,6 @@ class VideoFileSource(_FileSource):
             target=self._decode_ahead, name=f"edumood-decode-{Path(self.name).name[:40]}", daemon=True
         )
         self._decoder.start()
-
-    @property
-    def finished(self) -> bool:
-        return self._pending is None
 
     def read(self, timeout_s: float = 1.0) -> Frame | None:
         if self._pending is None or not self._pacer.wait(timeout_s):
@@ -250,10 +252,6 @@ class ImageFolderSource(_FileSource):
         self._pending = self._next_frame()
         if self._pending is None:
             raise SourceError(f"folder {folder}: none of its {len(self._images)} image file(s) could be read")
-
-    @property
-    def finished(self) -> bool:
-        return self._pending is None
 
     def read(self, timeout_s: float = 1.0) -> Frame | None:
         if self._pending is None or not self._pacer.wait(timeout_s):
