@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--balance", default="class", choices=["class", "source", "none"],
                      help="class: sample every label equally often (default); source: that, and within a "
                           "label every source equally often; none: natural frequencies")
+    fit.add_argument("--partial-labels", action="store_true",
+                     help="train a source that holds only some labels with a softmax over its own labels only "
+                          "(its look cannot become a label)")
     fit.add_argument("--ema-decay", type=float, default=0.995,
                      help="exponential moving average of the weights, validated and saved (0 = off)")
     fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels)")
@@ -236,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                 patience=args.patience, seed=args.seed, init_from=args.init_from,
                 exclude_heldout_of=args.exclude_heldout_of,
-                source_weights=_source_weights(args.source_weight), balance=args.balance, ema_decay=args.ema_decay,
+                source_weights=_source_weights(args.source_weight), balance=args.balance,
+                partial_labels=args.partial_labels, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
                 teacher=args.teacher, distill_weight=args.distill_weight,
                 distill_temperature=args.distill_temperature, crop_margin=args.crop_margin,

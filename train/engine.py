@@ -94,6 +94,24 @@ def jpeg(batch_u8: torch.Tensor, generator: torch.Generator, share: float = 0.3)
     return out
 
 
+def partial_label_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_mask: torch.Tensor,
+                                label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over each sample's own label set: a softmax over the labels ``label_mask`` allows.
+
+    A source that holds only some labels (FER-2013: Angry and Neutral) can then say which of *its* labels
+    a face shows, but never that the face is none of the others: its look (grey, 48 px) cannot become a
+    label. With every label allowed this is ``F.cross_entropy(..., label_smoothing=...)``; smoothing mass
+    goes to the allowed labels only. ``targets`` are class indices (N,) or distributions (N, K).
+    """
+    allowed = label_mask.to(torch.bool)
+    if targets.ndim == 1:
+        targets = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+    uniform = allowed.to(logits.dtype) / allowed.sum(1, keepdim=True)
+    smoothed = (1.0 - label_smoothing) * targets + label_smoothing * uniform
+    log_p = F.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=1)
+    return -(smoothed * log_p.masked_fill(~allowed, 0.0)).sum(1).mean()
+
+
 class Objective(nn.Module):
     """The training loss: cross-entropy on the labels, optionally distilled from a trained teacher.
 
@@ -109,8 +127,11 @@ class Objective(nn.Module):
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.teacher_size = tuple(teacher_size) if teacher_size is not None else None
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        hard = nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor,
+                label_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hard = (nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+                if label_mask is None else partial_label_cross_entropy(logits, targets, label_mask,
+                                                                       self.label_smoothing))
         if self.teacher is None:
             return hard
         with torch.no_grad():
@@ -155,12 +176,14 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                     loss_fn: Objective, size: tuple[int, int], batch_size: int, device: torch.device,
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
                     on_batch: Callable[[int], None] | None = None,
-                    on_step: Callable[[], None] | None = None, aux: AuxTask | None = None) -> float:
+                    on_step: Callable[[], None] | None = None, aux: AuxTask | None = None,
+                    label_mask: torch.Tensor | None = None) -> float:
     """One pass over ``order`` (sample indices); returns the mean training loss.
 
     ``targets`` are class indices (N,) or target distributions (N, K) (crowd votes, one-hot labels). With
     ``aux``, main and auxiliary batch go through the network as one batch (batch norm sees both) and the
-    loss adds ``aux.weight`` times the auxiliary head's cross-entropy.
+    loss adds ``aux.weight`` times the auxiliary head's cross-entropy. ``label_mask`` (N, K) bool: the
+    labels each sample's loss is taken over (``partial_label_cross_entropy``); None: all of them.
     """
     model.train()
     total, seen = 0.0, 0
@@ -171,15 +194,16 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
             continue  # batch norm needs two samples
         x = _augmented(images[idx], size, device, generator)
         y = targets[idx].to(device, non_blocking=True)
+        mask = None if label_mask is None else label_mask[idx].to(device, non_blocking=True)
         with autocast:
             if aux is None:
-                loss = loss_fn(model(x), y, x)
+                loss = loss_fn(model(x), y, x, mask)
             else:
                 aux_idx = torch.from_numpy(aux.order[start:start + batch_size])
                 features = model.embed(torch.cat([x, _augmented(aux.images[aux_idx], size, device, generator)]))
                 aux_loss = F.cross_entropy(aux.head(features[len(idx):]),
                                            aux.targets[aux_idx].to(device, non_blocking=True))
-                loss = loss_fn(model.head(features[:len(idx)]), y, x) + aux.weight * aux_loss
+                loss = loss_fn(model.head(features[:len(idx)]), y, x, mask) + aux.weight * aux_loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -50,6 +50,9 @@ class TrainConfig:
     # "class": every label sampled equally often; "source": that, and within a label every source equally
     # often (so no source can stand for a label); "none": natural frequencies
     balance: str = "class"
+    # a source holding only some labels is trained with a softmax over its own labels only (its images say
+    # which of its labels a face shows, never that it is none of the others): engine.partial_label_cross_entropy
+    partial_labels: bool = False
     max_train_images: int | None = None  # cap (tests, quick runs)
     split_file: str | None = None  # JSON {image path: train|val|test} replacing the recipe split (k-fold)
     weight_file: str | None = None  # JSON {image path: sampling weight multiplier} (bias mitigation)
@@ -157,6 +160,17 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
     return weights / weights.sum()
 
 
+def source_label_masks(data: Dataset, train_idx: np.ndarray) -> np.ndarray:
+    """(N, K) bool: per image, the labels its source holds among the training images (all K for a source
+    with every label; a source absent from training keeps all K)."""
+    masks = np.ones((len(data.targets), len(data.labels)), bool)
+    for s in np.unique(data.source[train_idx]):
+        held = np.zeros(len(data.labels), bool)
+        held[np.unique(data.targets[train_idx][data.source[train_idx] == s])] = True
+        masks[data.source == s] = held
+    return masks
+
+
 def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """EMA update whose decay grows as ``(1 + n) / (10 + n)`` up to ``decay`` (n = updates so far).
 
@@ -253,6 +267,11 @@ def run(cfg: TrainConfig) -> dict:
     targets = torch.from_numpy(data.soft)  # (N, K) distributions: crowd votes, or one-hot labels
     weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance,
                                 _image_weights(data, cfg.weight_file))
+    label_mask = torch.from_numpy(source_label_masks(data, train_idx)) if cfg.partial_labels else None
+    if label_mask is not None:
+        for s in np.unique(data.source[train_idx]):
+            held = [data.labels[k] for k in np.flatnonzero(label_mask[np.flatnonzero(data.source == s)[0]])]
+            log.info("partial labels: source %s trains over %s", data.source_names[s], ", ".join(held))
     val_mask = data.split_mask("val")
     meta = {"labels": list(data.labels), "arch": cfg.arch, "input_size": list(size), "channels": 1,
             "recipe": load_recipe(Path(cfg.recipe)).name, "params": count_parameters(model),
@@ -280,7 +299,7 @@ def run(cfg: TrainConfig) -> dict:
                                    cfg.batch_size, device, generator, scaler,
                                    on_batch=lambda n: progress.advance(task, n),
                                    on_step=None if ema is None else lambda: ema.update_parameters(model),
-                                   aux=aux)
+                                   aux=aux, label_mask=label_mask)
             if rank != 0:
                 continue
             evaluated = model if ema is None else ema.module

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.engine import Calibration, Objective, fit_calibration
+from train.engine import Calibration, Objective, fit_calibration, partial_label_cross_entropy
 
 
 def _logits(n_per_class: list[int], over_called: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +57,33 @@ def test_objective_without_teacher_is_label_smoothed_cross_entropy() -> None:
     logits, targets = _logits([5, 5, 5], over_called=0)
     expected = F.cross_entropy(logits, targets, label_smoothing=0.1)
     assert torch.allclose(Objective(0.1)(logits, targets, torch.zeros(15, 1)), expected)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_partial_labels_with_every_label_allowed_is_label_smoothed_cross_entropy(soft: bool) -> None:
+    logits, targets = _logits([4, 4, 4], over_called=1)
+    if soft:
+        targets = torch.softmax(torch.randn(12, 3, generator=torch.Generator().manual_seed(1)), 1)
+    expected = F.cross_entropy(logits, targets, label_smoothing=0.1)
+    every = torch.ones(12, 3, dtype=torch.bool)
+    assert torch.allclose(partial_label_cross_entropy(logits, targets, every, 0.1), expected)
+    assert torch.allclose(Objective(0.1)(logits, targets, torch.zeros(12, 1), every), expected)
+
+
+def test_partial_labels_never_push_a_face_away_from_labels_its_source_lacks() -> None:
+    """A source holding labels 0 and 1 only: its loss cannot move label 2's logit, whatever its value."""
+    logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    targets = torch.tensor([0, 1] * 4)
+    mask = torch.tensor([[True, True, False]] * 8)
+    loss = partial_label_cross_entropy(logits, targets, mask, 0.1)
+    loss.backward()
+    assert torch.all(logits.grad[:, 2] == 0) and torch.all(logits.grad[:, :2] != 0)
+    shifted = logits.detach().clone()
+    shifted[:, 2] += 50.0  # the network calling every one of these faces label 2 costs nothing here
+    assert torch.allclose(partial_label_cross_entropy(shifted, targets, mask, 0.1), loss.detach())
+    # the same faces under a full softmax are pushed away from label 2
+    full = torch.ones_like(mask)
+    assert float(partial_label_cross_entropy(shifted, targets, full, 0.1)) > float(loss.detach()) + 10
 
 
 def test_distillation_pulls_the_student_towards_the_teacher() -> None:

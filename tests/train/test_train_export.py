@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,16 @@ from edumood_live.classifier import ClassifierConfig, CropSpec, FaceClassifier
 from export.onnx_export import PARITY_TOLERANCE, ExportError, check_parity, export_onnx, load_checkpoint
 from train.__main__ import main
 from train.data import build_dataset
-from train.fit import TrainConfig, _aux_train_data, run
+from train.fit import TrainConfig, _aux_train_data, run, source_label_masks
 from train.recipe import load_recipe
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dataset_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs cache their datasets under ./runs/cache: keep that out of the working tree."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("work"))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +141,56 @@ def test_distillation_from_a_trained_run(trained_run: Path, tiny_face_data: Path
     with pytest.raises(ValueError, match="teacher .* has labels"):
         run(TrainConfig(arch="fast_small", out_dir=str(tmp_path / "other"), teacher=str(tmp_path / "relabelled.pt"),
                         **common))
+
+
+SPLIT_SOURCES_RECIPE = """
+name = "tiny-two-sources"
+labels = ["Left", "Middle", "Right"]
+seed = 7
+[split]
+val_fraction = 0.25
+test_fraction = 0.25
+[[sources]]
+name = "sides"
+roots = ["mirrored"]
+kind = "crops"
+[sources.labels]
+left = "Left"
+right = "Right"
+[[sources]]
+name = "everyone"
+roots = ["faces"]
+kind = "crops"
+[sources.labels]
+left = "Left"
+middle = "Middle"
+right = "Right"
+"""
+
+
+def test_partial_labels_train_each_source_over_the_labels_it_holds(tiny_face_data: Path, tmp_path: Path) -> None:
+    """A second source with only two of the three labels (the clip's side faces, mirrored: other pixels)."""
+    root = tmp_path / "data"
+    (root / "faces").parent.mkdir()
+    (root / "faces").symlink_to(tiny_face_data / "faces")
+    for name in ("left", "right"):
+        (root / "mirrored" / name).mkdir(parents=True)
+        for path in sorted((tiny_face_data / "faces" / name).glob("*.png")):
+            cv2.imwrite(str(root / "mirrored" / name / path.name), cv2.flip(cv2.imread(str(path)), 1))
+    (tmp_path / "two.toml").write_text(SPLIT_SOURCES_RECIPE)
+    cfg = TrainConfig(recipe=str(tmp_path / "two.toml"), arch="fast_small", data_root=str(root),
+                      out_dir=str(tmp_path / "run"), epochs=2, batch_size=16, patience=3, threads=1,
+                      partial_labels=True)
+    data = build_dataset(load_recipe(tmp_path / "two.toml"), root, (48, 48), 1,
+                         cache_dir=tmp_path / "cache", crop=CropSpec(0.3))
+    masks = source_label_masks(data, np.flatnonzero(data.split_mask("train")))
+    sides, everyone = (data.source_names.index(name) for name in ("sides", "everyone"))
+    assert (data.source == sides).any() and (data.source == everyone).any()
+    assert (masks[data.source == sides] == [True, False, True]).all()  # no Middle face in this source
+    assert masks[data.source == everyone].all()
+    metrics = run(cfg)
+    assert 0.0 <= metrics["splits"]["test"]["all"]["macro_f1"] <= 1.0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["partial_labels"] is True
 
 
 AUX_RECIPE = """
