@@ -281,7 +281,9 @@ def run_bias(cfg: BiasConfig) -> dict:
         console.rule("mitigation: training with subgroup-balanced sampling")
         run(replace(base_cfg, out_dir=str(out / "reweighted"), weight_file=str(weight_file)))
         checkpoints["reweighted"] = out / "reweighted" / "best.pt"
-    mask = data.split_mask(cfg.split)
+    # the held-out images of the sources it trains on: an evaluation-only source is another dataset (its
+    # cross-source score is export.evaluate's), and would only pad the overall row and the 'unknown' group
+    mask = data.split_mask(cfg.split) & data.training_source_mask()
     paths = [p for p, m in zip(data.paths, mask, strict=True) if m]
     columns = group_columns(paths, table, cfg.attributes)
     y_true = data.targets[mask]

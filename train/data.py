@@ -69,6 +69,10 @@ class Dataset:
     def split_mask(self, name: str) -> np.ndarray:
         return self.split == SPLITS.index(name)
 
+    def training_source_mask(self) -> np.ndarray:
+        """Images of the sources the recipe trains on (not of its evaluation-only ones)."""
+        return ~np.isin(self.source, [i for i, name in enumerate(self.source_names) if name in self.eval_sources])
+
     def manifest(self) -> dict:
         """Counts per split/source/label and a hash of the sorted file list (reproducibility)."""
         counts: dict[str, dict[str, dict[str, int]]] = {}

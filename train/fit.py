@@ -371,7 +371,7 @@ def finalize(out: Path, data: Dataset, device: torch.device, history: list[dict]
         overall = classification_metrics(y_true, y_pred, data.labels)
         per_source = {name: classification_metrics(y_true[source == i], y_pred[source == i], data.labels)
                       for i, name in enumerate(data.source_names) if (source == i).any()}
-        trained = ~np.isin(source, [i for i, name in enumerate(data.source_names) if name in data.eval_sources])
+        trained = data.training_source_mask()[mask]
         results["splits"][split] = {"all": overall, "by_source": per_source,
                                     # the held-out images of the sources it trains on: no cross-source rows
                                     "training_sources": classification_metrics(y_true[trained], y_pred[trained],

@@ -57,8 +57,7 @@ class KFoldConfig(TrainingOptions):
 def foldable(data: Dataset) -> Dataset:
     """The images k-fold partitions: those of the recipe's training sources. An evaluation-only source
     (``role = "eval"``) is never trained on, in any fold; its cross-source score is ``export.evaluate``'s."""
-    evaluation_only = [i for i, name in enumerate(data.source_names) if name in data.eval_sources]
-    return data.subset(~np.isin(data.source, evaluation_only))
+    return data.subset(data.training_source_mask())
 
 
 def recording_groups(data: Dataset, recipe: Recipe) -> np.ndarray:

@@ -116,6 +116,7 @@ right = "Right"
     assert set(data.split[held].tolist()) == {SPLITS.index("test")}
     assert set(data.split[voted].tolist()) == {0, 1, 2}
     assert data.eval_sources == {"held_out"} and data.subset(held).eval_sources == {"held_out"}
+    assert (data.training_source_mask() == voted).all()
     manifest = data.manifest()
     assert manifest["crop"] == {"margin": 0.3, "square": True, "pad": "edge"}
     assert manifest["mean_padding_share"]["voted"] > 0
