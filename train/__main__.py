@@ -149,6 +149,8 @@ def _add_research_commands(sub: Any) -> None:
     kfold.add_argument("--folds", type=int, help="number of folds (10)")
     kfold.add_argument("--no-single-split", dest="single_split", action="store_false", default=None,
                        help="skip the comparison run on the recipe's own split")
+    kfold.add_argument("--only", type=_csv, help="train only these parts, e.g. 1,2,single, and stop (spread one "
+                       "k-fold over processes); a later run without it into the same --out writes the tables")
     _training_options(kfold)
 
     bias = _research_parser(sub, "bias", "per-subgroup metrics, disparity and reweighting mitigation")

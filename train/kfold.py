@@ -41,12 +41,20 @@ class KFoldConfig(TrainingOptions):
     folds: int = 10
     out_dir: str = "runs/kfold"
     single_split: bool = True  # also train on the recipe's own split, for the comparison
+    # train only these parts ("3", "single") and stop, to spread one k-fold over several processes or
+    # machines; a run without it into the same folder then resumes every finished part and writes the tables
+    only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not allowed; choose one of {', '.join(ARCHS)}")
         if not 2 <= self.folds <= 50:
             raise ValueError(f"folds must be in 2..50, got {self.folds}")
+        parts = {str(i) for i in range(1, self.folds + 1)} | ({"single"} if self.single_split else set())
+        unknown = [p for p in self.only if p not in parts]
+        if unknown:
+            raise ValueError(f"only: {', '.join(unknown)} is not a part of this run; choose from 1..{self.folds}"
+                             + (" or single" if self.single_split else ""))
         check_fit_options(self.fit_options, MANAGED)
 
     def train_config(self, out_dir: Path, split_file: Path | None) -> TrainConfig:
@@ -142,6 +150,17 @@ def _row(name: str, m: dict, sizes: tuple[int, int, int]) -> list:
     return [name, *sizes, *(m[k] for k in METRICS)]
 
 
+def _train_part(cfg: KFoldConfig, data: Dataset, out: Path, split: np.ndarray, title: str) -> dict:
+    """Train (or resume) one part on ``split`` (a split id per image, saved as its split file); test metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    split_file = out / "split.json"
+    split_file.write_text(json.dumps({p: SPLITS[s] for p, s in zip(data.paths, split, strict=True)}))
+    sizes = tuple(int(np.sum(split == s)) for s in range(3))
+    console.rule(f"{title}: train {sizes[0]}, val {sizes[1]}, test {sizes[2]} images")
+    metrics = run(cfg.train_config(out, split_file))["splits"]["test"]["all"]
+    return {**metrics, "sizes": sizes}
+
+
 def run_kfold(cfg: KFoldConfig) -> dict:
     """Cross-validate ``cfg.arch`` on the recipe; write per-fold metrics, mean ± std and plots."""
     out = Path(cfg.out_dir)
@@ -150,31 +169,22 @@ def run_kfold(cfg: KFoldConfig) -> dict:
     data = foldable(load_run_data(cfg.train_config(out / "single_split", None)))
     groups = recording_groups(data, recipe)
     splits = fold_splits(data, groups, cfg.folds, recipe.val_fraction or 0.15, cfg.seed)
-    per_fold, rows, pooled = [], [], np.zeros((len(data.labels),) * 2, np.int64)
-    for i, split in enumerate(splits, 1):
-        fold_dir = out / f"fold_{i:02d}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        split_file = fold_dir / "split.json"
-        split_file.write_text(json.dumps({p: SPLITS[s] for p, s in zip(data.paths, split, strict=True)}))
-        sizes = tuple(int(np.sum(split == s)) for s in range(3))
-        console.rule(f"fold {i}/{cfg.folds}: train {sizes[0]}, val {sizes[1]}, test {sizes[2]} images")
-        metrics = run(cfg.train_config(fold_dir, split_file))["splits"]["test"]["all"]
-        per_fold.append(metrics)
-        pooled += np.asarray(metrics["confusion_matrix"])
-        rows.append(_row(f"fold {i}", metrics, sizes))
+    parts = {str(i): (out / f"fold_{i:02d}", split, f"fold {i}/{cfg.folds}") for i, split in enumerate(splits, 1)}
+    if cfg.single_split:  # the recipe's own split of the same (foldable) images
+        parts["single"] = (out / "single_split", data.split, "single split: the recipe's own train/val/test")
+    if cfg.only:
+        for name in cfg.only:
+            _train_part(cfg, data, *parts[name])
+        return {}
+    results = {name: _train_part(cfg, data, *part) for name, part in parts.items()}
+    single = results.pop("single", None)
+    per_fold = list(results.values())
+    rows = [_row(f"fold {i}", m, m["sizes"]) for i, m in enumerate(per_fold, 1)]
+    pooled = np.sum([np.asarray(m["confusion_matrix"]) for m in per_fold], axis=0)
     summary = _summary(per_fold)
-    single = None
-    if cfg.single_split:
-        console.rule("single split: the recipe's own train/val/test")
-        split_file = out / "single_split" / "split.json"  # the recipe's split of the same (foldable) images
-        split_file.parent.mkdir(parents=True, exist_ok=True)
-        split_file.write_text(json.dumps({p: SPLITS[s] for p, s in zip(data.paths, data.split, strict=True)}))
-        results = run(cfg.train_config(out / "single_split", split_file))
-        single = results["splits"]["test"]["all"]
-        sizes = tuple(int(np.sum(data.split == s)) for s in range(3))
     mean_row = ["**mean ± std**", "", "", "", *(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}"
                                                for k in METRICS)]
-    table_rows = [*rows, mean_row] + ([_row("single split", single, sizes)] if single else [])
+    table_rows = [*rows, mean_row] + ([_row("single split", single, single["sizes"])] if single else [])
     report = {"folds": cfg.folds, "groups": int(groups.max() + 1), "per_fold": [
         {k: m[k] for k in (*METRICS, "n")} for m in per_fold], "summary": summary,
         "single_split": None if single is None else {k: single[k] for k in (*METRICS, "n")},

@@ -135,6 +135,28 @@ def test_each_fold_is_a_repeatable_fit_run(kfold_run) -> None:
     assert tested == list(split.values()).count("test")
 
 
+def test_parts_trained_apart_are_resumed_not_retrained(grouped_recipe: Path, tiny_face_data: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = dict(recipe=str(grouped_recipe), arch="fast_small", folds=3, data_root=str(tiny_face_data),
+                   out_dir=str(tmp_path / "out"), epochs=1, batch_size=16, threads=1, single_split=False)
+    assert run_kfold(KFoldConfig(**options, only=("2",))) == {}
+    out = tmp_path / "out"
+    assert (out / "fold_02" / "metrics.json").is_file() and not (out / "fold_01").exists()
+    assert not (out / "kfold.json").exists()
+    trained = (out / "fold_02" / "last.pt").stat().st_mtime_ns
+    report = run_kfold(KFoldConfig(**options))
+    assert len(report["per_fold"]) == 3 and (out / "kfold.json").is_file()
+    assert (out / "fold_02" / "last.pt").stat().st_mtime_ns == trained
+
+
+def test_only_names_parts_of_the_run() -> None:
+    with pytest.raises(ValueError, match="only: 4 is not a part of this run"):
+        KFoldConfig(recipe="r.toml", folds=3, only=("1", "4"))
+    with pytest.raises(ValueError, match="only: single is not a part"):
+        KFoldConfig(recipe="r.toml", folds=3, single_split=False, only=("single",))
+
+
 def test_bad_fold_count() -> None:
     with pytest.raises(ValueError, match="folds must be in 2..50, got 1"):
         KFoldConfig(recipe="r.toml", folds=1)
