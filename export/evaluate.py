@@ -49,18 +49,27 @@ def _overlaps(root: str, trained: set[str]) -> bool:
     return Path(root).parts[0] in {Path(t).parts[0] for t in trained}
 
 
+def predict_split(model: str, recipe_path: Path, data_root: Path, split: str = "test",
+                  flip: bool = False) -> tuple[Dataset, np.ndarray, FaceClassifier]:
+    """One split of a recipe, built with the model's own input size and crop, the label the runtime's
+    classifier gives each image, and the (closed) classifier: its metadata, file and crop."""
+    recipe = load_recipe(recipe_path)
+    with FaceClassifier(ClassifierConfig(model_path=model, device="cpu", flip_average=flip)) as classifier:
+        meta, crop = classifier.meta, classifier.preprocessor.crop
+        if tuple(meta.labels) != tuple(recipe.labels):
+            raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
+        data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
+                                      cache_dir=Path("runs/cache"), crop=crop)
+        data = data.subset(data.split_mask(split))
+        return data, _probabilities(classifier, data.images).argmax(1), classifier
+
+
 def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
                    flip: bool = False) -> dict:
     """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
     recipe = load_recipe(recipe_path)
-    with FaceClassifier(ClassifierConfig(model_path=model, device="cpu", flip_average=flip)) as classifier:
-        meta = classifier.meta
-        if tuple(meta.labels) != tuple(recipe.labels):
-            raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
-        data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
-                                      cache_dir=Path("runs/cache"), crop=classifier.preprocessor.crop)
-        data = data.subset(data.split_mask(split))
-        predicted = _probabilities(classifier, data.images).argmax(1)
+    data, predicted, classifier = predict_split(model, recipe_path, data_root, split, flip)
+    meta = classifier.meta
     # cross-source: no folder of the source's dataset trained this model (its metadata lists them)
     trained = _trained_roots(meta.trained_on)
     eval_only = {s.name for s in recipe.sources if not any(_overlaps(root, trained) for root in s.roots)}

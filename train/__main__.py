@@ -157,6 +157,8 @@ def _add_research_commands(sub: Any) -> None:
     bias.add_argument("--subgroups", help="CSV: path,<attribute>,... (python -m train prelabel writes one)")
     bias.add_argument("--attributes", type=_csv, help="comma-separated CSV columns (age_group,gender)")
     bias.add_argument("--checkpoint", help="evaluate this best.pt instead of training a baseline")
+    bias.add_argument("--model", help="or evaluate this exported ONNX model (file, or default / fast), each "
+                      "face cut with its crop and classified by the runtime's classifier")
     bias.add_argument("--split", choices=["val", "test"], help="split to evaluate (test)")
     bias.add_argument("--mitigate", action="store_true", default=None,
                       help="also train with subgroup-balanced sampling and compare before/after")

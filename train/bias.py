@@ -48,6 +48,7 @@ class BiasConfig(TrainingOptions):
     attributes: tuple[str, ...] = ("age_group", "gender")
     out_dir: str = "runs/bias"
     checkpoint: str | None = None  # evaluate this model (best.pt of a fit run) instead of training one
+    model: str | None = None  # or this exported ONNX model (file or shipped name), run as the runtime runs it
     split: str = "test"
     mitigate: bool = False
     min_group_size: int = 10  # smaller groups are reported but left out of the disparity
@@ -64,6 +65,9 @@ class BiasConfig(TrainingOptions):
             raise ValueError(f"arch {self.arch!r} is not allowed; choose one of {', '.join(ARCHS)}")
         if self.max_weight < 1:
             raise ValueError(f"max_weight must be >= 1, got {self.max_weight}")
+        if self.model is not None and (self.checkpoint is not None or self.mitigate):
+            raise ValueError("model evaluates an exported file: it has no training config to add a checkpoint "
+                             "or to retrain with mitigation (give --checkpoint of its run instead)")
 
     def train_config(self, out_dir: Path) -> TrainConfig:
         """The baseline's training config: from the checkpoint's run folder, or from this config."""
@@ -259,11 +263,10 @@ scores average over the labels present in each group.
 """
 
 
-def run_bias(cfg: BiasConfig) -> dict:
-    """Test a model per subgroup, optionally retrain with subgroup reweighting, and write the tables."""
-    out = Path(cfg.out_dir)
-    save_config(out, "bias", cfg)
-    table = load_subgroups(Path(cfg.subgroups), cfg.attributes)
+def _evaluate_trained(cfg: BiasConfig, table: dict[str, dict[str, str]],
+                      out: Path) -> tuple[dict, list[str], str]:
+    """Per-subgroup scores of the checkpoint (or of a baseline trained here) and, with ``mitigate``, of the
+    same config retrained with subgroup-balanced sampling; the images scored and the recipe used."""
     base_cfg = cfg.train_config(out / "baseline")
     if Path(base_cfg.recipe).resolve() != Path(cfg.recipe).resolve():
         log.warning("the checkpoint was trained on %s; its data and split are used, not %s", base_cfg.recipe,
@@ -289,15 +292,40 @@ def run_bias(cfg: BiasConfig) -> dict:
     paths = [p for p, m in zip(data.paths, mask, strict=True) if m]
     columns = group_columns(paths, table, cfg.attributes)
     y_true = data.targets[mask]
-    results = {name: subgroup_metrics(y_true, predict(ckpt, data, mask), columns, data.labels,
-                                      cfg.min_group_size) for name, ckpt in checkpoints.items()}
+    return {name: subgroup_metrics(y_true, predict(ckpt, data, mask), columns, data.labels, cfg.min_group_size)
+            for name, ckpt in checkpoints.items()}, paths, base_cfg.recipe
+
+
+def _evaluate_exported(cfg: BiasConfig, table: dict[str, dict[str, str]]) -> tuple[dict, list[str], str]:
+    """Per-subgroup scores of an exported model, each face cut with the model's crop and classified by the
+    runtime's classifier (``export.evaluate``), on the held-out images of the recipe's training sources."""
+    from export.evaluate import predict_split
+
+    data, predicted, classifier = predict_split(cfg.model or "", Path(cfg.recipe), Path(cfg.data_root), cfg.split)
+    mask = data.training_source_mask()
+    paths = [p for p, m in zip(data.paths, mask, strict=True) if m]
+    columns = group_columns(paths, table, cfg.attributes)
+    name = f"{classifier.meta.model_name} {classifier.meta.version}"
+    return {name: subgroup_metrics(data.targets[mask], predicted[mask], columns, data.labels,
+                                   cfg.min_group_size)}, paths, cfg.recipe
+
+
+def run_bias(cfg: BiasConfig) -> dict:
+    """Test a model per subgroup, optionally retrain with subgroup reweighting, and write the tables."""
+    out = Path(cfg.out_dir)
+    save_config(out, "bias", cfg)
+    table = load_subgroups(Path(cfg.subgroups), cfg.attributes)
+    if cfg.model is not None:
+        results, paths, recipe = _evaluate_exported(cfg, table)
+    else:
+        results, paths, recipe = _evaluate_trained(cfg, table, out)
     annotated = sum(p in table for p in paths)
     summary = {"annotated": annotated, "images": len(paths), "results": results}
     (out / "bias.json").write_text(json.dumps(summary, indent=2))
     write_csv(out / "bias.csv", ("model", "attribute", "group", "n", *GROUP_METRICS), _table_rows(results))
     plot_subgroups(results, cfg.min_group_size, f"Per-subgroup scores, {cfg.split} split",
                    out / "subgroups.png")
-    text = _markdown(cfg, base_cfg.recipe, results, annotated, len(paths))
+    text = _markdown(cfg, recipe, results, annotated, len(paths))
     (out / "bias.md").write_text(text, encoding="utf-8")
     if annotated == 0:
         log.warning("no %s image is listed in %s: check the CSV's paths", cfg.split, cfg.subgroups)

@@ -191,3 +191,24 @@ def test_predictions_carry_the_checkpoint_calibration(mitigated: tuple[Path, dic
         best["meta"]["class_bias"] = [100.0 if k == favoured else 0.0 for k in range(len(data.labels))]
         torch.save(best, tmp_path / "biased.pt")
         assert set(predict(tmp_path / "biased.pt", data, test).tolist()) == {favoured}
+
+
+def test_an_exported_model_is_scored_as_the_runtime_runs_it(mitigated: tuple[Path, dict],
+                                                             bias_setup: tuple[Path, Path], tiny_face_data: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from export.onnx_export import export_onnx
+
+    out, results = mitigated
+    work, csv_path = bias_setup
+    monkeypatch.chdir(work)
+    onnx_path = work / "baseline.onnx"
+    export_onnx(out / "baseline" / "best.pt", onnx_path, np.zeros((2, 1, 48, 48), np.uint8), "tiny", "0.0.1", {})
+    cfg = BiasConfig(recipe=str(work / "recipe.toml"), subgroups=str(csv_path), attributes=("gender", "glasses"),
+                     data_root=str(tiny_face_data), out_dir=str(work / "exported"), model=str(onnx_path),
+                     min_group_size=3)
+    exported = run_bias(cfg)
+    assert list(exported) == ["tiny 0.0.1"]  # the checkpoint's network and calibration, through onnxruntime
+    assert exported["tiny 0.0.1"]["overall"] == pytest.approx(results["baseline"]["overall"])
+    assert "| tiny 0.0.1 | gender |" in (work / "exported" / "bias.md").read_text()
+    with pytest.raises(ValueError, match="no training config"):
+        BiasConfig(recipe="r.toml", subgroups="s.csv", model=str(onnx_path), mitigate=True)
