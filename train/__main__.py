@@ -13,7 +13,7 @@ from typing import Any
 from rich.logging import RichHandler
 
 from train.compare import DEFAULT_ARCHS
-from train.fit import TrainConfig, evaluate_run, run
+from train.fit import BALANCES, TrainConfig, evaluate_run, run
 from train.models import ARCHS
 from train.recipe import RecipeError
 
@@ -63,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--exclude-heldout-of", help="recipe whose val/test images are excluded from training")
     fit.add_argument("--source-weight", action="append", default=[], metavar="NAME=W",
                      help="sampling weight of a recipe source (repeatable)")
-    fit.add_argument("--balance", default="class", choices=["class", "source", "none"],
+    fit.add_argument("--balance", default="class", choices=BALANCES,
                      help="class: sample every label equally often (default); source: that, and within a "
-                          "label every source equally often; none: natural frequencies")
+                          "label every source equally often; within_source: every source its share of the "
+                          "mass (equal, times --source-weight), split equally over its own labels; none: "
+                          "natural frequencies")
     fit.add_argument("--partial-labels", action="store_true",
                      help="train a source that holds only some labels with a softmax over its own labels only "
                           "(its look cannot become a label)")

@@ -31,6 +31,9 @@ from train.recipe import load_recipe
 log = logging.getLogger(__name__)
 
 
+BALANCES = ("class", "source", "within_source", "none")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     recipe: str
@@ -48,7 +51,10 @@ class TrainConfig:
     exclude_heldout_of: str | None = None  # recipe whose val/test images must not be trained on
     source_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per source
     # "class": every label sampled equally often; "source": that, and within a label every source equally
-    # often (so no source can stand for a label); "none": natural frequencies
+    # often (so no source can stand for a label); "within_source": every source's own labels equally often,
+    # each source its share of the mass (equal, times --source-weight), so a source's look is spread evenly
+    # over the labels it holds (with --partial-labels, a source holding only some labels then teaches
+    # nothing about the others); "none": natural frequencies
     balance: str = "class"
     # a source holding only some labels is trained with a softmax over its own labels only (its images say
     # which of its labels a face shows, never that it is none of the others): engine.partial_label_cross_entropy
@@ -75,8 +81,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.balance not in ("class", "source", "none"):
-            raise ValueError(f"balance {self.balance!r} is not allowed; choose class, source or none")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance {self.balance!r} is not allowed; choose {', '.join(BALANCES)}")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
                              f"{self.distill_weight} and {self.distill_temperature}")
@@ -144,13 +150,22 @@ def _image_weights(data: Dataset, path: str | None) -> np.ndarray:
 def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, float],
                       balance: str, image_weights: np.ndarray | None = None) -> np.ndarray:
     """Sampling probabilities: per source weight times per image weight; with ``balance='class'`` equal
-    mass per label, with ``balance='source'`` also equal mass per source within each label."""
+    mass per label, with ``balance='source'`` also equal mass per source within each label, with
+    ``balance='within_source'`` each source its weight's share of the mass, split equally over its labels."""
     image_w = np.ones(len(idx)) if image_weights is None else image_weights[idx]
     w = np.array([source_weights.get(data.source_names[s], 1.0) for s in data.source[idx]]) * image_w
     if balance == "none":
         return w / w.sum()
     targets, sources = data.targets[idx], data.source[idx]
     weights = np.zeros(len(idx))
+    if balance == "within_source":
+        for s in np.unique(sources):
+            share = source_weights.get(data.source_names[s], 1.0)
+            labels = np.unique(targets[sources == s])
+            for k in labels:
+                cell = (sources == s) & (targets == k)
+                weights[cell] = share * image_w[cell] / image_w[cell].sum() / len(labels)
+        return weights / weights.sum()
     for k in np.unique(targets):
         in_class = targets == k
         cells = [in_class & (sources == s) for s in np.unique(sources[in_class])] if balance == "source" \

@@ -147,3 +147,23 @@ def test_source_balanced_sampling_gives_each_source_of_a_label_the_same_mass() -
     assert w[100:].sum() == pytest.approx(0.5)
     by_class = _sampling_weights(data, np.arange(n), {}, "class")
     assert by_class[:90].sum() == pytest.approx(0.45)  # class balance alone lets the big source dominate
+
+
+def test_within_source_balance_spreads_each_source_evenly_over_its_own_labels() -> None:
+    from train.data import Dataset
+    from train.fit import _sampling_weights
+
+    # a source with all three labels (60/20/20 images) and one holding only label 0 (200 images)
+    targets = np.array([0] * 60 + [1] * 20 + [2] * 20 + [0] * 200)
+    source = np.array([0] * 100 + [1] * 200)
+    n = len(targets)
+    data = Dataset(("A", "B", "C"), np.zeros((n, 1, 4, 4), np.uint8), targets, np.zeros(n, np.int64), source,
+                   ("full", "partial"), [str(i) for i in range(n)], [str(i) for i in range(n)])
+    w = _sampling_weights(data, np.arange(n), {}, "within_source")
+    assert w.sum() == pytest.approx(1.0)
+    # the full source: half the mass, a sixth per label, so its look predicts none of them
+    assert [w[:60].sum(), w[60:80].sum(), w[80:100].sum()] == pytest.approx([1 / 6] * 3)
+    assert w[100:].sum() == pytest.approx(0.5)
+    weighted = _sampling_weights(data, np.arange(n), {"partial": 0.25}, "within_source")
+    assert weighted[100:].sum() == pytest.approx(0.2)  # 0.25 / (1 + 0.25)
+    assert weighted[:60].sum() == pytest.approx(0.8 / 3)
