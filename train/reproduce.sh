@@ -11,24 +11,24 @@ heldout=train/recipes/four_class.toml
 # 1. pretrain on the 8 FER+ emotions with the crowd's vote distributions as soft targets; never on a
 #    pixel the 4-class recipe holds out (its FER-2013 evaluation images included)
 $py -m train fit --recipe train/recipes/ferplus_pretrain.toml --data-root "$data" --arch fast \
-  --out runs/ferplus_fast --exclude-heldout-of $heldout --epochs 8 --patience 3 --lr 3e-3 --balance none
+  --out runs/ferplus_fast20 --exclude-heldout-of $heldout --epochs 20 --patience 4 --lr 3e-3 --balance none
 # 2. fine-tune on the 4 classes (AffectNet only: the one source with all four labels; class-balanced),
 #    early-stopped on validation macro-F1, then calibrated (temperature + class bias) on validation
-$py -m train fit --recipe $heldout --data-root "$data" --arch fast --out runs/edu4_fast \
-  --init-from runs/ferplus_fast/best.pt --epochs 30 --patience 10 --lr 1.5e-3
+$py -m train fit --recipe $heldout --data-root "$data" --arch fast --out runs/edu4_fast_pt20 \
+  --init-from runs/ferplus_fast20/best.pt --epochs 30 --patience 10 --lr 1.5e-3
 # 3. export the default model with its metadata (crop included), checker and parity
-$py -m export --run runs/edu4_fast --out models/edumood_classifier.onnx --name edumood-default --version 0.3.0
+$py -m export --run runs/edu4_fast_pt20 --out models/edumood_classifier.onnx --name edumood-default --version 0.4.0
 
 # The fast model (`--model fast`): the same layers on a stride-2 stem at 48x48 (about 7x fewer multiply-adds).
 # 4. adapt step 1's weights to the stride-2 stem at 48x48 on FER+, distilled from step 1's network
 $py -m train fit --recipe train/recipes/ferplus_pretrain.toml --data-root "$data" --arch fast_s2_48 \
-  --out runs/ferplus_s2_48 --init-from runs/ferplus_fast/best.pt --teacher runs/ferplus_fast/best.pt \
+  --out runs/ferplus_s2_48_pt20 --init-from runs/ferplus_fast20/best.pt --teacher runs/ferplus_fast20/best.pt \
   --exclude-heldout-of $heldout --epochs 5 --patience 3 --lr 2e-3 --balance none
 # 5. fine-tune on the 4 classes as step 2, distilled from step 2's model
-$py -m train fit --recipe $heldout --data-root "$data" --arch fast_s2_48 --out runs/edu4_s2_48 \
-  --init-from runs/ferplus_s2_48/best.pt --teacher runs/edu4_fast/best.pt --epochs 30 --patience 10 --lr 1.5e-3
+$py -m train fit --recipe $heldout --data-root "$data" --arch fast_s2_48 --out runs/edu4_s2_48_pt20 \
+  --init-from runs/ferplus_s2_48_pt20/best.pt --teacher runs/edu4_fast_pt20/best.pt --epochs 30 --patience 10 --lr 1.5e-3
 # 6. export
-$py -m export --run runs/edu4_s2_48 --out models/edumood_classifier_fast.onnx --name edumood-fast --version 0.3.0
+$py -m export --run runs/edu4_s2_48_pt20 --out models/edumood_classifier_fast.onnx --name edumood-fast --version 0.4.0
 
 # 7. the model card's tables: both shipped models, scored as the product runs them, per source
 $py -m export.evaluate --data-root "$data" --model default --model fast --json runs/evaluation.json
