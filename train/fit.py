@@ -157,21 +157,21 @@ def _sampling_weights(data: Dataset, idx: np.ndarray, source_weights: dict[str, 
     if balance == "none":
         return w / w.sum()
     targets, sources = data.targets[idx], data.source[idx]
-    weights = np.zeros(len(idx))
+    cells: list[tuple[np.ndarray, float]] = []  # (images, the mass they share)
     if balance == "within_source":
         for s in np.unique(sources):
             share = source_weights.get(data.source_names[s], 1.0)
             labels = np.unique(targets[sources == s])
-            for k in labels:
-                cell = (sources == s) & (targets == k)
-                weights[cell] = share * image_w[cell] / image_w[cell].sum() / len(labels)
-        return weights / weights.sum()
-    for k in np.unique(targets):
-        in_class = targets == k
-        cells = [in_class & (sources == s) for s in np.unique(sources[in_class])] if balance == "source" \
-            else [in_class]
-        for cell in cells:
-            weights[cell] = w[cell] / w[cell].sum() / len(cells)
+            cells += [((sources == s) & (targets == k), share / len(labels)) for k in labels]
+    else:
+        for k in np.unique(targets):
+            in_class = targets == k
+            parts = [in_class & (sources == s) for s in np.unique(sources[in_class])] if balance == "source" \
+                else [in_class]
+            cells += [(part, 1 / len(parts)) for part in parts]
+    weights = np.zeros(len(idx))
+    for cell, mass in cells:
+        weights[cell] = w[cell] / w[cell].sum() * mass
     return weights / weights.sum()
 
 
