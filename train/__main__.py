@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--aux-recipe", help="recipe trained beside this one through its own head on the shared "
                      "features (its train split only), e.g. train/recipes/ferplus_pretrain.toml")
     fit.add_argument("--aux-weight", type=float, default=0.5, help="weight of the auxiliary head's loss")
+    fit.add_argument("--aux-distill", action="store_true",
+                     help="use the auxiliary recipe's images as an unlabelled transfer set: the main head "
+                          "follows --teacher on them (their labels are not used)")
     fit.add_argument("--backbone-lr-scale", type=float, default=1.0,
                      help="learning rate of everything but the heads, as a share of --lr")
     fit.add_argument("--max-train-images", type=int, help="cap on training images (quick runs, tests)")
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
                 teacher=args.teacher, distill_weight=args.distill_weight,
                 distill_temperature=args.distill_temperature, crop_margin=args.crop_margin,
-                aux_recipe=args.aux_recipe, aux_weight=args.aux_weight, backbone_lr_scale=args.backbone_lr_scale,
+                aux_recipe=args.aux_recipe, aux_weight=args.aux_weight, aux_distill=args.aux_distill,
+                backbone_lr_scale=args.backbone_lr_scale,
             )
             _print_summary(run(cfg), Path(args.out))
         elif args.command == "evaluate":

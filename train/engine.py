@@ -134,6 +134,12 @@ class Objective(nn.Module):
                                                                        self.label_smoothing))
         if self.teacher is None:
             return hard
+        return (1.0 - self.weight) * hard + self.weight * self.distillation(logits, inputs)
+
+    def distillation(self, logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``T^2 * KL(teacher_T || student_T)`` of the teacher's view of ``inputs``."""
+        if self.teacher is None:
+            raise ValueError("distillation needs a teacher")
         with torch.no_grad():
             if self.teacher_size is not None and tuple(inputs.shape[-2:]) != self.teacher_size:
                 inputs = F.interpolate(inputs, size=self.teacher_size, mode="bilinear", align_corners=False)
@@ -142,7 +148,7 @@ class Objective(nn.Module):
         soft = nn.functional.kl_div(nn.functional.log_softmax(logits.float() / t, dim=1),
                                     nn.functional.log_softmax(taught / t, dim=1), log_target=True,
                                     reduction="batchmean")
-        return (1.0 - self.weight) * hard + self.weight * t * t * soft
+        return t * t * soft
 
     def train(self, mode: bool = True) -> Objective:  # the teacher stays in eval mode (BN statistics frozen)
         return self
@@ -156,11 +162,14 @@ class AuxTask:
     the 8-class head on its own data in the same steps keeps those features, while the 4-class head never
     sees the auxiliary images (so their look cannot become a 4-class label). ``order`` holds as many
     sample indices as the main epoch's order; each step pairs one main batch with one auxiliary batch.
+    With ``head=None`` the auxiliary images are a transfer set: unlabelled (``targets`` unused), they go
+    through the main head and their loss is the distillation from the objective's teacher, so a small
+    student follows its teacher on many more faces than the labelled ones.
     """
 
     images: torch.Tensor  # uint8 (M, C, h, w)
     targets: torch.Tensor  # (M, K') target distributions
-    head: nn.Module
+    head: nn.Module | None
     weight: float
     order: np.ndarray
 
@@ -200,9 +209,11 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                 loss = loss_fn(model(x), y, x, mask)
             else:
                 aux_idx = torch.from_numpy(aux.order[start:start + batch_size])
-                features = model.embed(torch.cat([x, _augmented(aux.images[aux_idx], size, device, generator)]))
-                aux_loss = F.cross_entropy(aux.head(features[len(idx):]),
-                                           aux.targets[aux_idx].to(device, non_blocking=True))
+                aux_x = _augmented(aux.images[aux_idx], size, device, generator)
+                features = model.embed(torch.cat([x, aux_x]))
+                aux_loss = (loss_fn.distillation(model.head(features[len(idx):]), aux_x) if aux.head is None
+                            else F.cross_entropy(aux.head(features[len(idx):]),
+                                                 aux.targets[aux_idx].to(device, non_blocking=True)))
                 loss = loss_fn(model.head(features[:len(idx)]), y, x, mask) + aux.weight * aux_loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

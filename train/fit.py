@@ -70,6 +70,9 @@ class TrainConfig:
     # only, never an image this recipe holds out), e.g. the 8 FER+ emotions while fine-tuning on 4 classes
     aux_recipe: str | None = None
     aux_weight: float = 0.5  # weight of the auxiliary head's loss
+    # the auxiliary recipe's images are a transfer set instead: their labels unused, they train the main head
+    # towards the teacher's outputs (engine.AuxTask with head=None); needs ``teacher``
+    aux_distill: bool = False
     backbone_lr_scale: float = 1.0  # learning rate of everything but the heads, as a share of lr
     device: str = "auto"
     threads: int = 2
@@ -89,6 +92,8 @@ class TrainConfig:
         if self.aux_weight < 0 or not 0 < self.backbone_lr_scale <= 1:
             raise ValueError(f"aux_weight must be >= 0 and backbone_lr_scale in (0, 1], got {self.aux_weight} "
                              f"and {self.backbone_lr_scale}")
+        if self.aux_distill and not (self.aux_recipe and self.teacher):
+            raise ValueError("aux_distill needs an auxiliary recipe (the transfer images) and a teacher")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device {self.device!r} is not allowed; choose auto, cpu or cuda")
 
@@ -237,7 +242,8 @@ def run(cfg: TrainConfig) -> dict:
     aux_data = _aux_train_data(cfg, size) if cfg.aux_recipe else None
     if aux_data is not None and distributed:
         raise ValueError("--aux-recipe trains in one process only (no torchrun)")
-    aux_head = nn.Linear(model.head.in_features, len(aux_data.labels)).to(device) if aux_data else None
+    aux_head = (nn.Linear(model.head.in_features, len(aux_data.labels)).to(device)
+                if aux_data is not None and not cfg.aux_distill else None)
     if cfg.init_from:
         state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
         missing = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")},

@@ -231,6 +231,20 @@ def test_an_auxiliary_recipe_trains_its_own_head_on_its_train_split_only(tiny_fa
     assert held_out and len(aux_train.hashes) and not held_out & set(aux_train.hashes)
 
 
+def test_a_transfer_set_trains_the_main_head_from_the_teacher_and_needs_one(trained_run: Path, tiny_face_data: Path,
+                                                                            tmp_path: Path) -> None:
+    (tmp_path / "aux.toml").write_text(AUX_RECIPE)  # other labels: a transfer set's labels are not used
+    common = {"recipe": str(tiny_face_data / "recipe.toml"), "arch": "fast_small", "data_root": str(tiny_face_data),
+              "epochs": 2, "batch_size": 16, "patience": 3, "threads": 1, "aux_recipe": str(tmp_path / "aux.toml"),
+              "aux_distill": True}
+    with pytest.raises(ValueError, match="needs an auxiliary recipe .* and a teacher"):
+        TrainConfig(**common)
+    metrics = run(TrainConfig(**common, out_dir=str(tmp_path / "run"), teacher=str(trained_run / "best.pt")))
+    assert 0.0 <= metrics["splits"]["test"]["all"]["macro_f1"] <= 1.0
+    last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert last["aux_head"] is None  # no head of its own: the transfer images went through the main head
+
+
 def test_evaluate_scores_the_onnx_model_per_source_the_runtime_way(trained_run: Path, tiny_face_data: Path,
                                                                    tmp_path: Path) -> None:
     from export.evaluate import evaluate_model, table
