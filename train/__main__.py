@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
     fit.add_argument("--aux-recipe", help="recipe trained beside this one through its own head on the shared "
                      "features (its train split only), e.g. train/recipes/ferplus_pretrain.toml")
-    fit.add_argument("--aux-weight", type=float, default=0.5, help="weight of the auxiliary head's loss")
+    fit.add_argument("--aux-weight", type=float, default=0.5,
+                     help="weight of the auxiliary loss (its own head's, or with --aux-distill the distillation)")
     fit.add_argument("--aux-distill", action="store_true",
                      help="use the auxiliary recipe's images as an unlabelled transfer set: the main head "
                           "follows --teacher on them (their labels are not used)")

@@ -69,7 +69,7 @@ class TrainConfig:
     # a second recipe trained beside this one through its own head on the shared features (its train split
     # only, never an image this recipe holds out), e.g. the 8 FER+ emotions while fine-tuning on 4 classes
     aux_recipe: str | None = None
-    aux_weight: float = 0.5  # weight of the auxiliary head's loss
+    aux_weight: float = 0.5  # weight of the auxiliary loss (its head's cross-entropy, or the distillation)
     # the auxiliary recipe's images are a transfer set instead: their labels unused, they train the main head
     # towards the teacher's outputs (engine.AuxTask with head=None); needs ``teacher``
     aux_distill: bool = False
