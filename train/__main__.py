@@ -26,6 +26,8 @@ EXAMPLES = """examples:
       --init-from runs/pretrain/best.pt
   # re-calibrate and re-test a finished run (after a calibration change)
   python -m train evaluate --run runs/fast4
+  # one network from the mean weights of several seeds of that fine-tuning (a uniform model soup)
+  python -m train soup --runs runs/fast4 runs/fast4_s1 runs/fast4_s2 --out runs/fast4_soup
   # research toolkit (docs/RESEARCH.md): data report, architecture comparison, k-fold, bias
   python -m train report --recipe train/recipes/four_class.toml --out runs/report4
   python -m train compare --recipe train/recipes/four_class.toml --out runs/compare4
@@ -92,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="crop margin every image is cut with (written into the exported model)")
     evaluate = sub.add_parser("evaluate", help="re-calibrate and re-test a finished run (same data, same split)")
     evaluate.add_argument("--run", required=True, help="run folder written by fit (config.json + best.pt)")
+    soup = sub.add_parser("soup", help="average the weights of fine-tunings of one checkpoint on one recipe "
+                          "(seeds) into one calibrated, tested run folder", formatter_class=_HelpFormatter)
+    soup.add_argument("--runs", nargs="+", required=True, help="finished fit run folders (same recipe and start)")
+    soup.add_argument("--out", required=True, help="run folder of the soup")
     _add_research_commands(sub)
     return parser
 
@@ -260,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(run(cfg), Path(args.out))
         elif args.command == "evaluate":
             _print_summary(evaluate_run(Path(args.run)), Path(args.run))
+        elif args.command == "soup":
+            from train.soup import make_soup
+
+            _print_summary(make_soup([Path(r) for r in args.runs], Path(args.out)), Path(args.out))
         else:
             _run_research(args)
     except (RecipeError, ValueError, FileNotFoundError, ImportError) as exc:
