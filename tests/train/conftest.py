@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -50,3 +51,12 @@ def tiny_face_data(tmp_path_factory: pytest.TempPathFactory, demo_frames: list[n
                 cv2.imwrite(str(root / "faces" / name / f"{i:03d}.png"), crop)
     (root / "recipe.toml").write_text(TINY_RECIPE)
     return root
+
+
+@pytest.fixture(scope="module")
+def dataset_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs cache their datasets under ./runs/cache: a module that trains keeps that out of the working tree
+    (``pytestmark = pytest.mark.usefixtures("dataset_cache_in_a_temporary_folder")``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("work"))
+        yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,7 @@ from train.fit import TrainConfig, run
 from train.recipe import load_recipe
 from train.soup import make_soup
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp_path_factory.mktemp("work"))
-        yield
+pytestmark = pytest.mark.usefixtures("dataset_cache_in_a_temporary_folder")
 
 
 @pytest.fixture(scope="module")

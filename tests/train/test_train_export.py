@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -18,13 +17,7 @@ from train.data import build_dataset
 from train.fit import TrainConfig, _aux_train_data, run, source_label_masks
 from train.recipe import load_recipe
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Runs cache their datasets under ./runs/cache: keep that out of the working tree."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp_path_factory.mktemp("work"))
-        yield
+pytestmark = pytest.mark.usefixtures("dataset_cache_in_a_temporary_folder")
 
 
 @pytest.fixture(scope="module")
