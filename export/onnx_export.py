@@ -23,26 +23,13 @@ from torch import nn
 
 from edumood_live.classifier import CROP_KEY, LEGACY_CROP, CropSpec
 from train.engine import MEAN, STD
-from train.models import build_model
+from train.models import Calibrated, build_model
 
 PARITY_TOLERANCE = 1e-4  # max abs logit difference allowed between onnxruntime and PyTorch (fp32)
 
 
 class ExportError(RuntimeError):
     """Export produced a model that fails the checker or the numerical parity check."""
-
-
-class _Calibrated(nn.Module):
-    """The trained network followed by its calibration (``logits / T + bias``), so ONNX logits are calibrated."""
-
-    def __init__(self, model: nn.Module, temperature: float, bias: list[float], num_classes: int) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature))
-        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32) if bias else torch.zeros(num_classes))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images) * self.inv_temperature + self.bias
 
 
 @dataclass(frozen=True)
@@ -118,8 +105,8 @@ def export_onnx(checkpoint: Path, out: Path, parity_images: np.ndarray, model_na
                 trained_on: dict, opset: int = 18) -> ExportResult:
     """Export, attach metadata, run ``onnx.checker`` and the parity check; returns the result."""
     model, meta = load_checkpoint(checkpoint)
-    wrapped = _Calibrated(model, float(meta.get("temperature", 1.0)), meta.get("class_bias", []),
-                          len(meta["labels"])).eval()
+    wrapped = Calibrated(model, float(meta.get("temperature", 1.0)), meta.get("class_bias", []),
+                         len(meta["labels"])).eval()
     h, w = meta["input_size"]
     example = torch.zeros(2, meta["channels"], h, w)
     out = Path(out)

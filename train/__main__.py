@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--teacher", help="best.pt of a trained run to distil from (same labels)")
     fit.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's soft targets")
     fit.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
+    fit.add_argument("--teacher-calibrated", action="store_true",
+                     help="distil from the teacher's calibrated logits (what its exported model outputs)")
     fit.add_argument("--aux-recipe", help="recipe trained beside this one through its own head on the shared "
                      "features (its train split only), e.g. train/recipes/ferplus_pretrain.toml")
     fit.add_argument("--aux-weight", type=float, default=0.5,
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 partial_labels=args.partial_labels, ema_decay=args.ema_decay,
                 max_train_images=args.max_train_images, device=args.device, threads=args.threads,
                 teacher=args.teacher, distill_weight=args.distill_weight,
-                distill_temperature=args.distill_temperature, crop_margin=args.crop_margin,
+                distill_temperature=args.distill_temperature, teacher_calibrated=args.teacher_calibrated,
+                crop_margin=args.crop_margin,
                 aux_recipe=args.aux_recipe, aux_weight=args.aux_weight, aux_distill=args.aux_distill,
                 backbone_lr_scale=args.backbone_lr_scale,
             )

@@ -25,7 +25,7 @@ from edumood_live.crop import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
 from train.engine import AuxTask, Objective, fit_calibration, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
-from train.models import ARCHS, build_model, count_parameters
+from train.models import ARCHS, Calibrated, build_model, count_parameters
 from train.recipe import load_recipe
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class TrainConfig:
     teacher: str | None = None  # best.pt of a trained run (same labels; any input size) to distil from
     distill_weight: float = 0.5  # share of the teacher's soft targets in the loss
     distill_temperature: float = 2.0
+    # distil from the teacher's calibrated logits (``logits / T + bias`` of its best.pt, what its exported
+    # model outputs) instead of its raw ones
+    teacher_calibrated: bool = False
     # a second recipe trained beside this one through its own head on the shared features (its train split
     # only, never an image this recipe holds out), e.g. the 8 FER+ emotions while fine-tuning on 4 classes
     aux_recipe: str | None = None
@@ -92,6 +95,8 @@ class TrainConfig:
         if self.aux_weight < 0 or not 0 < self.backbone_lr_scale <= 1:
             raise ValueError(f"aux_weight must be >= 0 and backbone_lr_scale in (0, 1], got {self.aux_weight} "
                              f"and {self.backbone_lr_scale}")
+        if self.teacher_calibrated and not self.teacher:
+            raise ValueError("teacher_calibrated needs a teacher")
         if self.aux_distill and not (self.aux_recipe and self.teacher):
             raise ValueError("aux_distill needs an auxiliary recipe (the transfer images) and a teacher")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -267,7 +272,8 @@ def run(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
                                                     total_steps=cfg.epochs * (steps_per_epoch + 1), pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    teacher, teacher_size = _load_teacher(cfg.teacher, data.labels, device) if cfg.teacher else (None, None)
+    teacher, teacher_size = (_load_teacher(cfg.teacher, data.labels, device, cfg.teacher_calibrated)
+                             if cfg.teacher else (None, None))
     loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature, teacher_size)
     start_epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
     last = out / "last.pt"
@@ -345,8 +351,10 @@ def run(cfg: TrainConfig) -> dict:
     return results
 
 
-def _load_teacher(path: str, labels: tuple[str, ...], device: torch.device) -> tuple[nn.Module, tuple[int, int]]:
-    """The network of a trained run's ``best.pt`` and its input size; its labels must be this run's."""
+def _load_teacher(path: str, labels: tuple[str, ...], device: torch.device,
+                  calibrated: bool = False) -> tuple[nn.Module, tuple[int, int]]:
+    """The network of a trained run's ``best.pt`` (with its calibration if ``calibrated``) and its input size;
+    its labels must be this run's."""
     if not Path(path).is_file():
         raise ValueError(f"teacher checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -355,7 +363,12 @@ def _load_teacher(path: str, labels: tuple[str, ...], device: torch.device) -> t
         raise ValueError(f"teacher {path} has labels {meta['labels']}; this run needs {list(labels)}")
     teacher = build_model(meta["arch"], len(meta["labels"]), meta["channels"])
     teacher.load_state_dict(ckpt["model"])
-    log.info("distilling from %s (%s at %s)", path, meta["arch"], meta["input_size"])
+    if calibrated:
+        if "temperature" not in meta:
+            raise ValueError(f"teacher {path} has no calibration (its run did not finish)")
+        teacher = Calibrated(teacher, float(meta["temperature"]), meta.get("class_bias", []), len(labels))
+    log.info("distilling from %s (%s at %s%s)", path, meta["arch"], meta["input_size"],
+             ", calibrated" if calibrated else "")
     return teacher.to(device), (int(meta["input_size"][0]), int(meta["input_size"][1]))
 
 

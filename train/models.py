@@ -143,3 +143,16 @@ def build_model(arch: str, num_classes: int, channels: int = 1) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class Calibrated(nn.Module):
+    """A trained network followed by its calibration (``logits / T + bias``): what an exported model computes."""
+
+    def __init__(self, model: nn.Module, temperature: float, bias: list[float], num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature))
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32) if bias else torch.zeros(num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images) * self.inv_temperature + self.bias

@@ -76,3 +76,21 @@ def test_runs_of_another_recipe_or_start_are_refused_with_one_error_line(
     assert "has no config.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least two"):
         make_soup([seeds[0]], tmp_path / "soup")
+
+
+def test_a_calibrated_teacher_outputs_what_its_exported_model_outputs(seeds: list[Path]) -> None:
+    from train.fit import _load_teacher
+    from train.models import build_model
+
+    ckpt = torch.load(seeds[0] / "best.pt", map_location="cpu", weights_only=False)
+    meta = ckpt["meta"]
+    raw = build_model(meta["arch"], len(meta["labels"]), meta["channels"])
+    raw.load_state_dict(ckpt["model"])
+    raw.eval()
+    teacher, size = _load_teacher(str(seeds[0] / "best.pt"), tuple(meta["labels"]), torch.device("cpu"),
+                                  calibrated=True)
+    x = torch.rand(3, meta["channels"], *size)
+    with torch.no_grad():
+        expected = raw(x) / meta["temperature"] + torch.tensor(meta["class_bias"])
+        assert torch.allclose(teacher.eval()(x), expected, atol=1e-5)
+    assert meta["temperature"] != 1.0  # a fitted calibration, not the identity
