@@ -13,7 +13,7 @@ from typing import Any
 from rich.logging import RichHandler
 
 from train.compare import DEFAULT_ARCHS
-from train.fit import BALANCES, TrainConfig, evaluate_run, run
+from train.fit import BALANCES, HEAD_INITS, TrainConfig, evaluate_run, run
 from train.models import ARCHS
 from train.recipe import RecipeError
 
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                      "validation macro-F1 gain")
     fit.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     fit.add_argument("--init-from", help="checkpoint to start from (its head is dropped)")
+    fit.add_argument("--head-init", default="random", choices=HEAD_INITS,
+                     help="random: a seeded random head; probe: a linear probe fitted on --init-from's frozen "
+                          "features of the training images, the same for every seed (LP-FT)")
     fit.add_argument("--exclude-heldout-of", help="recipe whose val/test images are excluded from training")
     fit.add_argument("--source-weight", action="append", default=[], metavar="NAME=W",
                      help="sampling weight of a recipe source (repeatable)")
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(
                 recipe=args.recipe, arch=args.arch, data_root=args.data_root, out_dir=args.out,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                patience=args.patience, seed=args.seed, init_from=args.init_from,
+                patience=args.patience, seed=args.seed, init_from=args.init_from, head_init=args.head_init,
                 exclude_heldout_of=args.exclude_heldout_of,
                 source_weights=_source_weights(args.source_weight), balance=args.balance,
                 partial_labels=args.partial_labels, ema_decay=args.ema_decay,

@@ -235,17 +235,45 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, size: tuple[int, int], device: torch.device,
-                   batch_size: int = 512, tta_flip: bool = False) -> torch.Tensor:
-    """Logits for every image (no augmentation; optional horizontal-flip averaging)."""
+                   batch_size: int = 512, tta_flip: bool = False,
+                   fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Logits for every image (no augmentation; optional horizontal-flip averaging); ``fn`` replaces
+    ``model``'s forward (e.g. ``model.embed`` for its features) with the model still in eval mode."""
     model.eval()
+    forward = fn or model
     out = []
     for start in range(0, len(images), batch_size):
         x = to_input(images[start:start + batch_size].to(device), size)
-        logits = model(x)
+        logits = forward(x)
         if tta_flip:
-            logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+            logits = (logits + forward(torch.flip(x, dims=[3]))) / 2
         out.append(logits.float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _balanced_weight(targets: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-label loss weights 1 / count (normalised), 0 for labels absent from ``targets``."""
+    counts = torch.bincount(targets, minlength=k).float()
+    return torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / int((counts > 0).sum()), 0.0)
+
+
+def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor, k: int,
+                     l2: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear head (weight (k, D), bias (k,)) fitted on frozen features: class-balanced multinomial
+    logistic regression, L2 on the weights, full-batch L-BFGS from zero (deterministic)."""
+    weight = torch.zeros(k, features.shape[1], requires_grad=True)
+    bias = torch.zeros(k, requires_grad=True)
+    class_weight = _balanced_weight(targets, k)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.T + bias, targets, weight=class_weight) + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
 
 
 @dataclass(frozen=True)
@@ -270,8 +298,7 @@ def fit_calibration(logits: torch.Tensor, targets: torch.Tensor, l2: float = 1e-
     Labels absent from validation get weight 0; a small L2 penalty keeps their bias finite.
     """
     k = logits.shape[1]
-    counts = torch.bincount(targets, minlength=k).float()
-    weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / int((counts > 0).sum()), 0.0)
+    weight = _balanced_weight(targets, k)
     log_t = torch.zeros(1, requires_grad=True)
     bias = torch.zeros(k, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t, bias], lr=0.1, max_iter=200)

@@ -23,7 +23,7 @@ from torch import nn
 
 from edumood_live.crop import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
-from train.engine import AuxTask, Objective, fit_calibration, predict_logits, train_one_epoch
+from train.engine import AuxTask, Objective, fit_calibration, fit_linear_probe, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, Calibrated, build_model, count_parameters
 from train.recipe import load_recipe
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 BALANCES = ("class", "source", "within_source", "none")
+HEAD_INITS = ("random", "probe")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class TrainConfig:
     patience: int = 8
     seed: int = 0
     init_from: str | None = None  # checkpoint whose weights (all but head.*) start this run
+    # how the head starts: "random" (seeded), or "probe": a linear probe fitted on the frozen features of the
+    # training images (no augmentation), so every seed of a fine-tuning starts from the same head (LP-FT)
+    head_init: str = "random"
     exclude_heldout_of: str | None = None  # recipe whose val/test images must not be trained on
     source_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per source
     # "class": every label sampled equally often; "source": that, and within a label every source equally
@@ -95,6 +99,10 @@ class TrainConfig:
         if self.aux_weight < 0 or not 0 < self.backbone_lr_scale <= 1:
             raise ValueError(f"aux_weight must be >= 0 and backbone_lr_scale in (0, 1], got {self.aux_weight} "
                              f"and {self.backbone_lr_scale}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init {self.head_init!r} is not allowed; choose {', '.join(HEAD_INITS)}")
+        if self.head_init == "probe" and not self.init_from:
+            raise ValueError("head_init 'probe' needs init_from (a pretrained network to probe)")
         if self.teacher_calibrated and not self.teacher:
             raise ValueError("teacher_calibrated needs a teacher")
         if self.aux_distill and not (self.aux_recipe and self.teacher):
@@ -140,6 +148,22 @@ def load_run_data(cfg: TrainConfig) -> Dataset:
     size = (ARCHS[cfg.arch].input_size,) * 2
     data = _load_data(cfg, size, 1, Path("runs/cache"))
     return _apply_split_file(data, Path(cfg.split_file)) if cfg.split_file else data
+
+
+def _probe_head(model: nn.Module, data: Dataset, train_idx: np.ndarray, size: tuple[int, int],
+                device: torch.device) -> None:
+    """Set ``model.head`` to a linear probe of its (pretrained) features on the training images."""
+    if not hasattr(model, "embed"):
+        raise ValueError(f"{type(model).__name__} has no embed(): head_init 'probe' needs one")
+    with torch.no_grad():
+        features = predict_logits(model, torch.from_numpy(data.images[train_idx]), size, device, fn=model.embed)
+    targets = torch.from_numpy(data.targets[train_idx]).long()
+    weight, bias = fit_linear_probe(features, targets, len(data.labels))
+    model.head.weight.data.copy_(weight)
+    model.head.bias.data.copy_(bias)
+    accuracy = float(((features @ weight.T + bias).argmax(1) == targets).float().mean())
+    log.info("head initialised by a linear probe on %d training images (training accuracy %.3f)",
+             len(targets), accuracy)
 
 
 def _aux_train_data(cfg: TrainConfig, size: tuple[int, int]) -> Dataset:
@@ -257,6 +281,9 @@ def run(cfg: TrainConfig) -> dict:
         if aux_head is not None and state["head.weight"].shape == aux_head.weight.shape:
             aux_head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
             log.info("auxiliary head initialised from %s's head", cfg.init_from)
+    last = out / "last.pt"
+    if cfg.head_init == "probe" and not last.exists():
+        _probe_head(model, data, train_idx, size, device)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
     # The averaged weights (BN statistics included) are what is validated and saved: the raw weights
     # of a small net on small data swing from epoch to epoch.
@@ -276,7 +303,6 @@ def run(cfg: TrainConfig) -> dict:
                              if cfg.teacher else (None, None))
     loss_fn = Objective(cfg.label_smoothing, teacher, cfg.distill_weight, cfg.distill_temperature, teacher_size)
     start_epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
-    last = out / "last.pt"
     if last.exists():  # resume
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])

@@ -12,6 +12,7 @@ from train.engine import (
     Calibration,
     Objective,
     fit_calibration,
+    fit_linear_probe,
     partial_label_cross_entropy,
     to_input,
     train_one_epoch,
@@ -194,3 +195,17 @@ def test_weight_average_follows_early_training_then_smooths() -> None:
             assert float(averaged.module.weight) > 10
     # later it smooths: at step 1000 the decay is 0.991, a lag of about 1 / (1 - 0.991) = 110 steps
     assert 850 < float(averaged.module.weight) < 950
+
+
+def test_a_linear_probe_separates_separable_features_with_every_label_recalled() -> None:
+    # label 2 is rare (30 of 630): an unweighted fit could give it up; the class-balanced one must not
+    g = torch.Generator().manual_seed(0)
+    targets = torch.cat([torch.full((300,), 0), torch.full((300,), 1), torch.full((30,), 2)])
+    centres = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    features = centres[targets] + 0.5 * torch.randn(len(targets), 3, generator=g)
+    weight, bias = fit_linear_probe(features, targets, 3)
+    predicted = (features @ weight.T + bias).argmax(1)
+    for k in range(3):
+        assert (predicted[targets == k] == k).float().mean() > 0.9
+    again = fit_linear_probe(features, targets, 3)
+    assert torch.equal(weight, again[0]) and torch.equal(bias, again[1])  # no seed: deterministic

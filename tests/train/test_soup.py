@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from export.onnx_export import export_onnx
 from train.__main__ import main
 from train.data import build_dataset
-from train.fit import TrainConfig, run
+from train.fit import TrainConfig, _probe_head, load_run_data, run
+from train.models import ARCHS, build_model
 from train.recipe import load_recipe
 from train.soup import make_soup
 
@@ -94,3 +96,27 @@ def test_a_calibrated_teacher_outputs_what_its_exported_model_outputs(seeds: lis
         expected = raw(x) / meta["temperature"] + torch.tensor(meta["class_bias"])
         assert torch.allclose(teacher.eval()(x), expected, atol=1e-5)
     assert meta["temperature"] != 1.0  # a fitted calibration, not the identity
+
+
+def test_a_probe_head_depends_on_the_pretrained_network_and_the_data_not_on_the_seed(
+        seeds: list[Path], tiny_face_data: Path) -> None:
+    cfg = TrainConfig(recipe=str(tiny_face_data / "recipe.toml"), arch="fast_small", data_root=str(tiny_face_data),
+                      init_from=str(seeds[0] / "best.pt"), head_init="probe")
+    data = load_run_data(cfg)
+    train_idx = np.flatnonzero(data.split_mask("train"))
+    backbone = {k: v for k, v in _weights(seeds[0]).items() if not k.startswith("head.")}
+    heads = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("fast_small", len(data.labels))
+        model.load_state_dict(backbone, strict=False)
+        random_head = model.head.weight.detach().clone()
+        _probe_head(model, data, train_idx, (ARCHS["fast_small"].input_size,) * 2, torch.device("cpu"))
+        assert not torch.equal(model.head.weight, random_head)
+        heads.append(model.head.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def test_a_probe_head_needs_a_pretrained_network() -> None:
+    with pytest.raises(ValueError, match="init_from"):
+        TrainConfig(recipe="r.toml", head_init="probe")
