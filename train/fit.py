@@ -153,8 +153,6 @@ def load_run_data(cfg: TrainConfig) -> Dataset:
 def _probe_head(model: nn.Module, data: Dataset, train_idx: np.ndarray, size: tuple[int, int],
                 device: torch.device) -> None:
     """Set ``model.head`` to a linear probe of its (pretrained) features on the training images."""
-    if not hasattr(model, "embed"):
-        raise ValueError(f"{type(model).__name__} has no embed(): head_init 'probe' needs one")
     features = predict_logits(model, torch.from_numpy(data.images[train_idx]), size, device, fn=model.embed)
     targets = torch.from_numpy(data.targets[train_idx]).long()
     weight, bias = fit_linear_probe(features, targets, len(data.labels))
