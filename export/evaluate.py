@@ -6,6 +6,10 @@ detector and `crop_faces`, cached under ``runs/cache``), and classifies the test
 A source from a dataset none of whose folders trained the model (per the model's own ``trained_on``
 metadata) is cross-source; "cross-source, pooled" scores all of their faces together. Per source
 it also prints the share of each predicted label, so a source mapped onto one label shows at a glance.
+
+``python -m export.evaluate --agreement --model default --model fast`` compares two models on the same
+faces instead (labels unused): per source, how often they give a face the same label, and the engagement
+index (share Engaged - share Bored) each gives the source, as the runtime computes it over a window.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edumood_live.aggregator import engagement_index
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from edumood_live.errors import EduMoodError
 from train.data import Dataset, build_dataset
@@ -89,6 +94,52 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
             "by_source": by_source}
 
 
+def agreement(model_a: str, model_b: str, recipe_path: Path, data_root: Path, split: str = "test") -> dict:
+    """Two models on the same faces of one split, per source and over all: the share of faces given the
+    same label, each model's engagement index and their difference, and the largest difference in the
+    share of any label. Each model sees its own input size and crop; faces are matched by file."""
+    data_a, pred_a, clf_a = predict_split(model_a, recipe_path, data_root, split)
+    data_b, pred_b, clf_b = predict_split(model_b, recipe_path, data_root, split)
+    row_b = {path: i for i, path in enumerate(data_b.paths)}
+    ia = np.array([i for i, path in enumerate(data_a.paths) if path in row_b], np.int64)
+    ib = np.array([row_b[data_a.paths[i]] for i in ia], np.int64)
+    pred_a, pred_b, source, labels = pred_a[ia], pred_b[ib], data_a.source[ia], data_a.labels
+    groups = [(name, source == i) for i, name in enumerate(data_a.source_names)] + [("all", source >= 0)]
+    by_source = {}
+    for name, mask in groups:
+        if not mask.any():
+            continue
+        share_a, share_b = (np.bincount(pred[mask], minlength=len(labels)) / mask.sum() for pred in (pred_a, pred_b))
+        index_a, index_b = (engagement_index(dict(zip(labels, share.tolist(), strict=True)))
+                            for share in (share_a, share_b))
+        by_source[name] = {
+            "n": int(mask.sum()), "same_label": float(np.mean(pred_a[mask] == pred_b[mask])),
+            "index_a": index_a, "index_b": index_b,
+            "index_diff": None if index_a is None or index_b is None else abs(index_a - index_b),
+            "share_diff_max": float(np.abs(share_a - share_b).max()),
+        }
+    return {"a": _name(clf_a), "b": _name(clf_b), "split": split, "by_source": by_source}
+
+
+def _name(classifier: FaceClassifier) -> str:
+    return f"{classifier.meta.model_name} {classifier.meta.version} ({classifier.model_path.name})"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def agreement_table(result: dict) -> str:
+    """Markdown: one row per source of `agreement`."""
+    lines = ["| source | faces | same label | index A | index B | \\|diff\\| | share diff max (pp) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in result["by_source"].items():
+        diff = "–" if m["index_diff"] is None else f"{m['index_diff']:.3f}"
+        lines.append(f"| {name} | {m['n']} | {m['same_label']:.1%} | {_signed(m['index_a'])} | "
+                     f"{_signed(m['index_b'])} | {diff} | {100 * m['share_diff_max']:.1f} |")
+    return "\n".join(lines)
+
+
 def table(result: dict) -> str:
     """Markdown: per source n, accuracy, macro-F1, recall per label and the predicted-label shares."""
     any_source = next(iter(result["by_source"].values()))
@@ -113,11 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--flip", action="store_true", help="average each face with its mirror image "
                         "(ClassifierConfig.flip_average, --flip-average)")
+    parser.add_argument("--agreement", action="store_true", help="compare the two --model on the same faces "
+                        "(labels unused) instead of scoring each")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.agreement and len(args.model or []) != 2:
+        parser.error("--agreement needs exactly two --model")
     results = []
     try:
-        for model in args.model or ["default"]:
+        if args.agreement:
+            result = agreement(args.model[0], args.model[1], args.recipe, args.data_root, args.split)
+            results.append(result)
+            print(f"A = {result['a']}, B = {result['b']}, {args.split} split, the same faces\n")
+            print(agreement_table(result))
+        for model in [] if args.agreement else args.model or ["default"]:
             result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip)
             results.append(result)
             print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "

@@ -262,6 +262,32 @@ def test_evaluate_scores_the_onnx_model_per_source_the_runtime_way(trained_run: 
     assert other["by_source"]["clip"]["cross_source"] is True and "cross-source, pooled" in other["by_source"]
 
 
+def test_agreement_compares_two_models_face_by_face(trained_run: Path, tiny_face_data: Path, tmp_path: Path) -> None:
+    from export.evaluate import agreement, agreement_table, evaluate_model
+    from export.evaluate import main as evaluate_main
+
+    recipe_path, faces = tiny_face_data / "recipe.toml", np.zeros((2, 1, 48, 48), np.uint8)
+    export_onnx(trained_run / "best.pt", tmp_path / "a.onnx", faces, "tiny", "0.0.1", {})
+    ckpt = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=False)
+    ckpt["model"]["head.bias"][0] += 1e3  # a model that calls every face Left
+    torch.save(ckpt, tmp_path / "left.pt")
+    export_onnx(tmp_path / "left.pt", tmp_path / "left.onnx", faces, "left", "0.0.1", {})
+
+    itself = agreement(str(tmp_path / "a.onnx"), str(tmp_path / "a.onnx"), recipe_path, tiny_face_data)
+    test_counts = json.loads((trained_run / "manifest.json").read_text())["counts"]["test"]["clip"]
+    assert itself["by_source"]["clip"]["n"] == itself["by_source"]["all"]["n"] == sum(test_counts.values())
+    assert itself["by_source"]["all"]["same_label"] == 1.0 and itself["by_source"]["all"]["share_diff_max"] == 0.0
+    assert itself["by_source"]["all"]["index_diff"] is None  # these labels have no Engaged / Bored
+    other = agreement(str(tmp_path / "a.onnx"), str(tmp_path / "left.onnx"), recipe_path, tiny_face_data)["by_source"]
+    scored = evaluate_model(str(tmp_path / "a.onnx"), recipe_path, tiny_face_data)["by_source"]["clip"]
+    left_share = scored["predicted_share"]["Left"]
+    assert other["all"]["same_label"] == pytest.approx(left_share)
+    assert other["all"]["share_diff_max"] == pytest.approx(1.0 - left_share)
+    assert "| all |" in agreement_table({"by_source": other})
+    with pytest.raises(SystemExit):  # argparse: exactly two models
+        evaluate_main(["--agreement", "--model", str(tmp_path / "a.onnx")])
+
+
 def test_card_without_a_run_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.card import main as card
 
