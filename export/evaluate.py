@@ -177,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(f"A = {result['a']}, B = {result['b']}, {args.split} split, the same faces\n")
             print(agreement_table(result))
-        for model in [] if args.agreement else args.model or ["default"]:
-            result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip)
-            results.append(result)
-            print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "
-                  f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}\n")
-            print(table(result))
-            print(f"\nFaces the detector did not find (not scored, as at run time): "
-                  f"{json.dumps(result['faces_not_found'])}\n")
+        else:
+            for model in args.model or ["default"]:
+                result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip)
+                results.append(result)
+                print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "
+                      f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}\n")
+                print(table(result))
+                print(f"\nFaces the detector did not find (not scored, as at run time): "
+                      f"{json.dumps(result['faces_not_found'])}\n")
     except (RecipeError, EduMoodError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

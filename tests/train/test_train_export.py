@@ -284,6 +284,8 @@ def test_agreement_compares_two_models_face_by_face(trained_run: Path, tiny_face
     assert other["all"]["same_label"] == pytest.approx(left_share)
     assert other["all"]["share_diff_max"] == pytest.approx(1.0 - left_share)
     assert "| all |" in agreement_table({"by_source": other})
+    assert evaluate_main(["--agreement", "--model", str(tmp_path / "a.onnx"), "--model", str(tmp_path / "left.onnx"),
+                          "--recipe", str(recipe_path), "--data-root", str(tiny_face_data)]) == 0
     with pytest.raises(SystemExit):  # argparse: exactly two models
         evaluate_main(["--agreement", "--model", str(tmp_path / "a.onnx")])
 
