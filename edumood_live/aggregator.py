@@ -10,7 +10,6 @@ its per-class statistics withheld (SUPPRESSED).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -104,7 +103,7 @@ def attention_share(facing: int, known: int) -> float | None:
     return facing / known if known else None
 
 
-def engagement_index(shares: Mapping[str, float | None]) -> float | None:
+def engagement_index(shares: dict[str, float | None]) -> float | None:
     """``share_Engaged - share_Bored``, in [-1, 1] (labels matched case-insensitively).
 
     +1: every face observation was Engaged; -1: every one was Bored; Angry and Neutral observations

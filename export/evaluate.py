@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edumood_live.aggregator import engagement_index
+from edumood_live.aggregator import class_shares, engagement_index
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from edumood_live.errors import EduMoodError
 from train.data import Dataset, build_dataset
@@ -109,14 +109,14 @@ def agreement(model_a: str, model_b: str, recipe_path: Path, data_root: Path, sp
     for name, mask in groups:
         if not mask.any():
             continue
-        share_a, share_b = (np.bincount(pred[mask], minlength=len(labels)) / mask.sum() for pred in (pred_a, pred_b))
-        index_a, index_b = (engagement_index(dict(zip(labels, share.tolist(), strict=True)))
-                            for share in (share_a, share_b))
+        n = int(mask.sum())
+        counts = [np.bincount(pred[mask], minlength=len(labels)) for pred in (pred_a, pred_b)]
+        index_a, index_b = (engagement_index(class_shares(c, n, labels)) for c in counts)
         by_source[name] = {
-            "n": int(mask.sum()), "same_label": float(np.mean(pred_a[mask] == pred_b[mask])),
+            "n": n, "same_label": float(np.mean(pred_a[mask] == pred_b[mask])),
             "index_a": index_a, "index_b": index_b,
             "index_diff": None if index_a is None or index_b is None else abs(index_a - index_b),
-            "share_diff_max": float(np.abs(share_a - share_b).max()),
+            "share_diff_max": float(np.abs(counts[0] - counts[1]).max() / n),
         }
     return {"a": _name(clf_a), "b": _name(clf_b), "split": split, "by_source": by_source}
 
