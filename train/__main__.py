@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                           "follows --teacher on them (their labels are not used)")
     fit.add_argument("--backbone-lr-scale", type=float, default=1.0,
                      help="learning rate of everything but the heads, as a share of --lr")
+    fit.add_argument("--equalise-framing", action="store_true",
+                     help="re-frame training crops so no label can be read off how much of a crop is padding; "
+                          "select and calibrate on validation faces re-framed the same way (train/framing.py)")
     fit.add_argument("--max-train-images", type=int, help="cap on training images (quick runs, tests)")
     fit.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     fit.add_argument("--threads", type=int, default=2, help="CPU threads of torch")
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 distill_temperature=args.distill_temperature, teacher_calibrated=args.teacher_calibrated,
                 crop_margin=args.crop_margin,
                 aux_recipe=args.aux_recipe, aux_weight=args.aux_weight, aux_distill=args.aux_distill,
-                backbone_lr_scale=args.backbone_lr_scale,
+                backbone_lr_scale=args.backbone_lr_scale, equalise_framing=args.equalise_framing,
             )
             _print_summary(run(cfg), Path(args.out))
         elif args.command == "evaluate":

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.framing import FramingEqualiser
+
 MEAN, STD = 0.5, 0.5  # global normalisation written into the ONNX metadata
 
 
@@ -186,22 +188,26 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                     generator: torch.Generator, scaler: torch.amp.GradScaler | None,
                     on_batch: Callable[[int], None] | None = None,
                     on_step: Callable[[], None] | None = None, aux: AuxTask | None = None,
-                    label_mask: torch.Tensor | None = None) -> float:
+                    label_mask: torch.Tensor | None = None, framing: FramingEqualiser | None = None) -> float:
     """One pass over ``order`` (sample indices); returns the mean training loss.
 
     ``targets`` are class indices (N,) or target distributions (N, K) (crowd votes, one-hot labels). With
     ``aux``, main and auxiliary batch go through the network as one batch (batch norm sees both) and the
     loss adds ``aux.weight`` times the auxiliary head's cross-entropy. ``label_mask`` (N, K) bool: the
     labels each sample's loss is taken over (``partial_label_cross_entropy``); None: all of them.
+    ``framing``: re-frame each main batch first, so that no label can be read off how much is padding.
     """
     model.train()
     total, seen = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
+    framing_rng = (None if framing is None  # drawn only when used: other runs keep their random stream
+                   else np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator))))
     for start in range(0, len(order), batch_size):
         idx = torch.from_numpy(order[start:start + batch_size])
         if len(idx) < 2:
             continue  # batch norm needs two samples
-        x = _augmented(images[idx], size, device, generator)
+        batch = images[idx] if framing_rng is None else framing.apply(images[idx], idx.numpy(), framing_rng)
+        x = _augmented(batch, size, device, generator)
         y = targets[idx].to(device, non_blocking=True)
         mask = None if label_mask is None else label_mask[idx].to(device, non_blocking=True)
         with autocast:

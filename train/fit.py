@@ -23,6 +23,7 @@ from torch import nn
 
 from edumood_live.crop import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
+from train.framing import FramingEqualiser, equalised
 from train.engine import AuxTask, Objective, fit_calibration, fit_linear_probe, predict_logits, train_one_epoch
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, Calibrated, build_model, count_parameters
@@ -84,6 +85,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     crop_margin: float = CropSpec().margin  # the crop every image is cut with; exported into the model
+    # re-frame training crops (train/framing.py) so the share of padding has one distribution for every label,
+    # and select / calibrate on validation faces re-framed the same way (one fixed draw)
+    equalise_framing: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -147,7 +151,8 @@ def load_run_data(cfg: TrainConfig) -> Dataset:
     """The data a run with ``cfg`` trains and tests on: recipe split (or split file), exclusions applied."""
     size = (ARCHS[cfg.arch].input_size,) * 2
     data = _load_data(cfg, size, 1, Path("runs/cache"))
-    return _apply_split_file(data, Path(cfg.split_file)) if cfg.split_file else data
+    data = _apply_split_file(data, Path(cfg.split_file)) if cfg.split_file else data
+    return equalised(data, ("val",)) if cfg.equalise_framing else data
 
 
 def _probe_head(model: nn.Module, data: Dataset, train_idx: np.ndarray, size: tuple[int, int],
@@ -318,6 +323,8 @@ def run(cfg: TrainConfig) -> dict:
     weights = _sampling_weights(data, train_idx, cfg.source_weights, cfg.balance,
                                 _image_weights(data, cfg.weight_file))
     label_mask = torch.from_numpy(source_label_masks(data, train_idx)) if cfg.partial_labels else None
+    framing = (FramingEqualiser(data.images, data.targets, data.source, np.flatnonzero(data.split_mask("train")))
+               if cfg.equalise_framing else None)
     if label_mask is not None:
         for s in np.unique(data.source[train_idx]):
             held = [data.labels[k] for k in np.flatnonzero(label_mask[np.flatnonzero(data.source == s)[0]])]
@@ -349,7 +356,7 @@ def run(cfg: TrainConfig) -> dict:
                                    cfg.batch_size, device, generator, scaler,
                                    on_batch=lambda n: progress.advance(task, n),
                                    on_step=None if ema is None else lambda: ema.update_parameters(model),
-                                   aux=aux, label_mask=label_mask)
+                                   aux=aux, label_mask=label_mask, framing=framing)
             if rank != 0:
                 continue
             evaluated = model if ema is None else ema.module
