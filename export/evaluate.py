@@ -25,6 +25,7 @@ from edumood_live.aggregator import class_shares, engagement_index
 from edumood_live.classifier import ClassifierConfig, FaceClassifier
 from edumood_live.errors import EduMoodError
 from train.data import Dataset, build_dataset
+from train.framing import equalised
 from train.metrics import classification_metrics
 from train.recipe import RecipeError, load_recipe
 
@@ -55,9 +56,11 @@ def _overlaps(root: str, trained: set[str]) -> bool:
 
 
 def predict_split(model: str, recipe_path: Path, data_root: Path, split: str = "test",
-                  flip: bool = False) -> tuple[Dataset, np.ndarray, FaceClassifier]:
+                  flip: bool = False, equalise: bool = False) -> tuple[Dataset, np.ndarray, FaceClassifier]:
     """One split of a recipe, built with the model's own input size and crop, the label the runtime's
-    classifier gives each image, and the (closed) classifier: its metadata, file and crop."""
+    classifier gives each image, and the (closed) classifier: its metadata, file and crop. ``equalise``:
+    the faces of the training sources re-framed so that no label can be read off their padding
+    (``train.framing.equalised``, the fixed draw training selects on)."""
     recipe = load_recipe(recipe_path)
     with FaceClassifier(ClassifierConfig(model_path=model, device="cpu", flip_average=flip)) as classifier:
         meta, crop = classifier.meta, classifier.preprocessor.crop
@@ -65,15 +68,16 @@ def predict_split(model: str, recipe_path: Path, data_root: Path, split: str = "
             raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
         data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
                                       cache_dir=Path("runs/cache"), crop=crop)
+        data = equalised(data, (split,)) if equalise else data
         data = data.subset(data.split_mask(split))
         return data, _probabilities(classifier, data.images).argmax(1), classifier
 
 
 def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
-                   flip: bool = False) -> dict:
+                   flip: bool = False, equalise: bool = False) -> dict:
     """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
     recipe = load_recipe(recipe_path)
-    data, predicted, classifier = predict_split(model, recipe_path, data_root, split, flip)
+    data, predicted, classifier = predict_split(model, recipe_path, data_root, split, flip, equalise)
     meta = classifier.meta
     # cross-source: no folder of the source's dataset trained this model (its metadata lists them)
     trained = _trained_roots(meta.trained_on)
@@ -90,6 +94,7 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
         by_source[POOLED]["cross_source"] = True
     return {"model": f"{meta.model_name} {meta.version}", "path": str(classifier.model_path), "split": split,
             "crop": json.loads(classifier.preprocessor.crop.to_json()), "flip_averaged": flip,
+            "framing_equalised": equalise,
             "faces_not_found": {k: v for k, v in data.skipped.items() if "no face" in k},
             "by_source": by_source}
 
@@ -164,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--flip", action="store_true", help="average each face with its mirror image "
                         "(ClassifierConfig.flip_average, --flip-average)")
+    parser.add_argument("--equalise-framing", action="store_true", help="score the training sources' faces "
+                        "re-framed so that no label can be read off how much of a crop is padding "
+                        "(train/framing.py; what fit --equalise-framing selects on)")
     parser.add_argument("--agreement", action="store_true", help="compare the two --model on the same faces "
                         "(labels unused) instead of scoring each")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -179,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             print(agreement_table(result))
         else:
             for model in args.model or ["default"]:
-                result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip)
+                result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip,
+                                        args.equalise_framing)
                 results.append(result)
                 print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "
-                      f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}\n")
+                      f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}"
+                      f"{', framing equalised' if args.equalise_framing else ''}\n")
                 print(table(result))
                 print(f"\nFaces the detector did not find (not scored, as at run time): "
                       f"{json.dumps(result['faces_not_found'])}\n")

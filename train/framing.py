@@ -69,18 +69,19 @@ class FramingEqualiser:
         self.boxes = content_boxes(images_u8)
         self.shares = padding_shares(self.boxes, self.size)
         self.labels, self.sources = labels, sources
-        self.pools: dict[int, list[np.ndarray]] = {}  # source -> padding shares of each of its labels
+        self.pools: dict[int, dict[int, np.ndarray]] = {}  # source -> label -> padding shares of its crops
         for s in np.unique(sources[train_idx]):
             rows = train_idx[sources[train_idx] == s]
-            self.pools[int(s)] = [self.shares[rows[labels[rows] == k]] for k in np.unique(labels[rows])]
+            self.pools[int(s)] = {int(k): self.shares[rows[labels[rows] == k]] for k in np.unique(labels[rows])}
 
     def target_shares(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The padding share each crop in ``idx`` is re-framed to: max(own, a draw from every other label)."""
-        out = self.shares[idx].copy()
+        out = self.shares[idx].copy()  # its own share is its label's draw
         for j, i in enumerate(idx):
-            for pool in self.pools.get(int(self.sources[i]), []):
-                out[j] = max(out[j], pool[rng.integers(len(pool))])  # its own label's draw changes nothing
-        return out                                                   # in distribution: own ~ that pool
+            for label, pool in self.pools.get(int(self.sources[i]), {}).items():
+                if label != self.labels[i]:
+                    out[j] = max(out[j], pool[rng.integers(len(pool))])
+        return out
 
     def apply(self, batch_u8: torch.Tensor, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """``batch_u8`` (the crops ``idx``) re-framed to their target padding shares."""
