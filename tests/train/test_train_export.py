@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -296,3 +297,24 @@ def test_card_without_a_run_is_one_error_line(tmp_path: Path, capsys: pytest.Cap
     assert card(["--run", str(tmp_path / "runs" / "fast4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "reproduce.sh" in err[0]
+
+
+def test_equalised_framing_trains_and_selects_on_reframed_validation_faces(trained_run: Path, tiny_face_data: Path,
+                                                                          tmp_path: Path) -> None:
+    from export.evaluate import evaluate_model
+    from train.fit import load_run_data
+
+    cfg = TrainConfig(recipe=str(tiny_face_data / "recipe.toml"), arch="fast_small", data_root=str(tiny_face_data),
+                      out_dir=str(tmp_path / "eq"), epochs=2, batch_size=16, patience=2, threads=1,
+                      equalise_framing=True)
+    metrics = run(cfg)
+    assert metrics["splits"]["val"]["all"]["n"] > 0
+    plain, reframed = load_run_data(replace(cfg, equalise_framing=False)), load_run_data(cfg)
+    val, train = plain.split_mask("val"), plain.split_mask("train")
+    np.testing.assert_array_equal(reframed.images[train], plain.images[train])
+    assert not np.array_equal(reframed.images[val], plain.images[val])  # the tiny faces' labels differ in padding
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(trained_run / "best.pt", onnx_path, np.zeros((2, 1, 48, 48), np.uint8), "tiny", "0.0.1", {})
+    result = evaluate_model(str(onnx_path), tiny_face_data / "recipe.toml", tiny_face_data, "val", equalise=True)
+    assert result["framing_equalised"] is True
+    assert result["by_source"]["clip"]["n"] == int(val.sum())
