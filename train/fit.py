@@ -23,8 +23,8 @@ from torch import nn
 
 from edumood_live.crop import CropSpec
 from train.data import SPLITS, Dataset, build_dataset
-from train.framing import FramingEqualiser, equalised
 from train.engine import AuxTask, Objective, fit_calibration, fit_linear_probe, predict_logits, train_one_epoch
+from train.framing import FramingEqualiser, equalised
 from train.metrics import classification_metrics, plot_confusion
 from train.models import ARCHS, Calibrated, build_model, count_parameters
 from train.recipe import load_recipe
