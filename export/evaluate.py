@@ -56,11 +56,13 @@ def _overlaps(root: str, trained: set[str]) -> bool:
 
 
 def predict_split(model: str, recipe_path: Path, data_root: Path, split: str = "test",
-                  flip: bool = False, equalise: bool = False) -> tuple[Dataset, np.ndarray, FaceClassifier]:
+                  flip: bool = False, equalise: bool = False, pad_all: bool = False
+                  ) -> tuple[Dataset, np.ndarray, FaceClassifier]:
     """One split of a recipe, built with the model's own input size and crop, the label the runtime's
     classifier gives each image, and the (closed) classifier: its metadata, file and crop. ``equalise``:
     the faces of the training sources re-framed so that no label can be read off their padding
-    (``train.framing.equalised``, the fixed draw training selects on)."""
+    (``train.framing.equalised``, the fixed draw training selects on); ``pad_all``: that, and the faces of
+    every other source framed like training crops."""
     recipe = load_recipe(recipe_path)
     with FaceClassifier(ClassifierConfig(model_path=model, device="cpu", flip_average=flip)) as classifier:
         meta, crop = classifier.meta, classifier.preprocessor.crop
@@ -68,16 +70,16 @@ def predict_split(model: str, recipe_path: Path, data_root: Path, split: str = "
             raise RecipeError(f"model labels {list(meta.labels)} differ from the recipe's {list(recipe.labels)}")
         data: Dataset = build_dataset(recipe, data_root, meta.input_size, meta.channels,
                                       cache_dir=Path("runs/cache"), crop=crop)
-        data = equalised(data, (split,)) if equalise else data
+        data = equalised(data, (split,), every_source=pad_all) if equalise or pad_all else data
         data = data.subset(data.split_mask(split))
         return data, _probabilities(classifier, data.images).argmax(1), classifier
 
 
 def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = "test",
-                   flip: bool = False, equalise: bool = False) -> dict:
+                   flip: bool = False, equalise: bool = False, pad_all: bool = False) -> dict:
     """Metrics per source (and pooled over eval-only sources) of one model on one split of a recipe."""
     recipe = load_recipe(recipe_path)
-    data, predicted, classifier = predict_split(model, recipe_path, data_root, split, flip, equalise)
+    data, predicted, classifier = predict_split(model, recipe_path, data_root, split, flip, equalise, pad_all)
     meta = classifier.meta
     # cross-source: no folder of the source's dataset trained this model (its metadata lists them)
     trained = _trained_roots(meta.trained_on)
@@ -94,7 +96,7 @@ def evaluate_model(model: str, recipe_path: Path, data_root: Path, split: str = 
         by_source[POOLED]["cross_source"] = True
     return {"model": f"{meta.model_name} {meta.version}", "path": str(classifier.model_path), "split": split,
             "crop": json.loads(classifier.preprocessor.crop.to_json()), "flip_averaged": flip,
-            "framing_equalised": equalise,
+            "framing_equalised": equalise or pad_all, "every_source_padded": pad_all,
             "faces_not_found": {k: v for k, v in data.skipped.items() if "no face" in k},
             "by_source": by_source}
 
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equalise-framing", action="store_true", help="score the training sources' faces "
                         "re-framed so that no label can be read off how much of a crop is padding "
                         "(train/framing.py; what fit --equalise-framing selects on)")
+    parser.add_argument("--pad-like-training", action="store_true", help="--equalise-framing, and the faces of "
+                        "sources that do not train padded as training crops are (does the model read real "
+                        "context around a face as a label?)")
     parser.add_argument("--agreement", action="store_true", help="compare the two --model on the same faces "
                         "(labels unused) instead of scoring each")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -188,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for model in args.model or ["default"]:
                 result = evaluate_model(model, args.recipe, args.data_root, args.split, args.flip,
-                                        args.equalise_framing)
+                                        args.equalise_framing, args.pad_like_training)
                 results.append(result)
                 print(f"### {result['model']} ({Path(result['path']).name}), {args.split} split, crop "
                       f"{json.dumps(result['crop'])}{', flip-averaged' if args.flip else ''}"
-                      f"{', framing equalised' if args.equalise_framing else ''}\n")
+                      f"{', framing equalised' if args.equalise_framing else ''}"
+                      f"{', every source padded like training crops' if args.pad_like_training else ''}\n")
                 print(table(result))
                 print(f"\nFaces the detector did not find (not scored, as at run time): "
                       f"{json.dumps(result['faces_not_found'])}\n")

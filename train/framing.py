@@ -73,19 +73,28 @@ class FramingEqualiser:
         for s in np.unique(sources[train_idx]):
             rows = train_idx[sources[train_idx] == s]
             self.pools[int(s)] = {int(k): self.shares[rows[labels[rows] == k]] for k in np.unique(labels[rows])}
+        # every training source's crops of each label: how a crop of a source that does not train is framed
+        # "like a training crop" (a diagnostic: does a model read real context as a label?)
+        self.any_source = {int(k): self.shares[train_idx[labels[train_idx] == k]] for k in np.unique(labels[train_idx])}
 
-    def target_shares(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The padding share each crop in ``idx`` is re-framed to: max(own, a draw from every other label)."""
-        out = self.shares[idx].copy()  # its own share is its label's draw
+    def target_shares(self, idx: np.ndarray, rng: np.random.Generator, every_source: bool = False) -> np.ndarray:
+        """The padding share each crop in ``idx`` is re-framed to: max(own, a draw from every other label).
+        ``every_source``: a crop of a source that does not train gets max(own, a draw from every label)."""
+        out = self.shares[idx].copy()
         for j, i in enumerate(idx):
-            for label, pool in self.pools.get(int(self.sources[i]), {}).items():
-                if label != self.labels[i]:
-                    out[j] = max(out[j], pool[rng.integers(len(pool))])
+            pools = self.pools.get(int(self.sources[i]))
+            if pools is not None:  # a training crop's own share is its label's draw
+                draws = [pool for label, pool in pools.items() if label != self.labels[i]]
+            else:  # its own share is no training label's draw
+                draws = list(self.any_source.values()) if every_source else []
+            for pool in draws:
+                out[j] = max(out[j], pool[rng.integers(len(pool))])
         return out
 
-    def apply(self, batch_u8: torch.Tensor, idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def apply(self, batch_u8: torch.Tensor, idx: np.ndarray, rng: np.random.Generator,
+              every_source: bool = False) -> torch.Tensor:
         """``batch_u8`` (the crops ``idx``) re-framed to their target padding shares."""
-        targets = self.target_shares(idx, rng)
+        targets = self.target_shares(idx, rng, every_source)
         out = batch_u8.clone()
         h, w = self.size
         for j, (i, target) in enumerate(zip(idx, targets, strict=True)):
@@ -108,17 +117,19 @@ class FramingEqualiser:
 EVALUATION_SEED = 0  # one fixed re-framing of the evaluation faces, the same for every run and every seed
 
 
-def equalised(data: Dataset, splits: tuple[str, ...] = ("val",), seed: int = EVALUATION_SEED) -> Dataset:
+def equalised(data: Dataset, splits: tuple[str, ...] = ("val",), seed: int = EVALUATION_SEED,
+              every_source: bool = False) -> Dataset:
     """A copy of ``data`` whose faces in ``splits`` are re-framed by the equaliser of its training split.
 
-    Faces of sources that do not train (no padding pools) are left as they are. Selection and calibration on
-    equalised validation faces cannot reward a model for reading the label off the framing.
+    Selection and calibration on equalised validation faces cannot reward a model for reading the label off
+    the framing. Faces of sources that do not train are left as they are, or with ``every_source`` framed
+    like a training crop (max(own, a draw from every label)): what a model makes of real context.
     """
     train_idx = np.flatnonzero(data.split_mask("train"))
     equaliser = FramingEqualiser(data.images, data.targets, data.source, train_idx)
     rows = np.flatnonzero(np.isin(data.split, [SPLITS.index(s) for s in splits]))
     images = data.images.copy()
     if len(rows):
-        images[rows] = equaliser.apply(torch.from_numpy(images[rows]), rows,
-                                       np.random.default_rng(seed)).numpy()
+        images[rows] = equaliser.apply(torch.from_numpy(images[rows]), rows, np.random.default_rng(seed),
+                                       every_source).numpy()
     return replace(data, images=images)

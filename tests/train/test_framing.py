@@ -83,3 +83,16 @@ def test_equalised_view_changes_only_the_evaluation_split_and_is_one_fixed_draw(
     val_no_pad = (split == 1) & (labels == 0)
     assert not np.array_equal(a.images[val_no_pad], images[val_no_pad])
     assert data.images is images  # the original is left as it was
+
+
+def test_a_source_that_does_not_train_is_padded_like_training_crops_only_when_asked() -> None:
+    images, labels = _two_framings(120)
+    n = len(labels)
+    split = np.where(np.arange(n) < 80, 0, 2)
+    source = np.where(np.arange(n) < 100, 0, 1)  # source 1: test only, its crops unpadded (label 0)
+    data = Dataset(("A", "B"), images, labels, split, source, ("trains", "eval"), [str(i) for i in range(n)],
+                   [str(i) for i in range(n)])
+    eval_rows = (source == 1) & (labels == 0)
+    np.testing.assert_array_equal(equalised(data, ("test",)).images[eval_rows], images[eval_rows])
+    padded = equalised(data, ("test",), every_source=True).images[eval_rows]
+    assert padding_shares(content_boxes(padded), (48, 48)).min() > 0.2  # label 1's training crops are padded
