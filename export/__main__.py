@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             "evaluated_on": [s.name for s in recipe.sources if s.role == "eval"],
             "crop": meta.get("crop"),
             "initialised_from": config.get("init_from"),
+            # training batches and the validation faces its metrics and calibration come from were re-framed
+            # so that padding carries no label (train/framing.py)
+            "framing_equalised": bool(config.get("equalise_framing", False)),
             "file_list_sha256": manifest["file_list_sha256"],
             "counts": manifest["counts"],
         }

@@ -318,3 +318,9 @@ def test_equalised_framing_trains_and_selects_on_reframed_validation_faces(train
     result = evaluate_model(str(onnx_path), tiny_face_data / "recipe.toml", tiny_face_data, "val", equalise=True)
     assert result["framing_equalised"] is True
     assert result["by_source"]["clip"]["n"] == int(val.sum())
+    # the exported model says so in its provenance
+    from export.__main__ import main as export_main
+
+    assert export_main(["--run", str(tmp_path / "eq"), "--out", str(tmp_path / "eq.onnx")]) == 0
+    with FaceClassifier(ClassifierConfig(model_path=str(tmp_path / "eq.onnx"), device="cpu")) as classifier:
+        assert classifier.meta.trained_on["framing_equalised"] is True
