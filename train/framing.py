@@ -9,9 +9,9 @@ Neutral", and every classroom frame, which has real context all round, looks Neu
 The fix here can only add padding (a crop cannot be given context it does not have): each training crop is
 re-framed to the padding share ``max(own, one draw from every other label of its source)``. For every label
 that is the maximum of one draw from each label's own distribution, so after it the padding share has the
-same distribution whatever the label. The crop keeps a window of its real pixels of that area, placed at
-random inside them, and the rest is edge-replicated from the window, as the runtime pads a face at a
-frame's edge.
+same distribution whatever the label. The crop keeps a window of its real pixels of that area, placed near
+their middle (the face is at the crop's centre), and the rest is edge-replicated from the window, as the
+runtime pads a face at a frame's edge.
 """
 
 from __future__ import annotations
