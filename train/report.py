@@ -2,7 +2,8 @@
 
 The report shows the data exactly as the trainer sees it (decoded, face-cropped, deduplicated, split,
 resized to the model input and converted to grey), so confounds between sources and labels, e.g. one
-source supplying most of a class with darker or smaller images, are visible before any training.
+source supplying most of a class with darker or smaller images, or one label's crops padded more than the
+others' (``padding_stats``), are visible before any training.
 Outputs: ``distribution.png``, ``samples.png``, ``intensity.png``, ``summary.json``, ``report.md``.
 """
 
@@ -174,6 +175,34 @@ def plot_intensity(data: Dataset, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def padding_stats(data: Dataset) -> dict:
+    """How much of each crop is padding (edge replication where the crop leaves the image), per source and
+    label, and per label of the training sources how well one threshold on that share alone, fitted on the
+    train split, tells the label from the rest on the test split: a framing shortcut shows as a high score."""
+    share = {name: {label: round(float(data.padding[(data.source == s) & (data.targets == k)].mean()), 3)
+                    for k, label in enumerate(data.labels) if ((data.source == s) & (data.targets == k)).any()}
+             for s, name in enumerate(data.source_names)}
+    trains = data.training_source_mask()
+    train, test = trains & data.split_mask("train"), trains & data.split_mask("test")
+    thresholds = np.quantile(data.padding[train], np.linspace(0, 1, 101)) if train.any() else []
+    shortcut = {}
+    for k, label in enumerate(data.labels):
+        if not (train & (data.targets == k)).any():
+            continue
+        # (train accuracy, threshold, whether the label is the side below it)
+        fits = [(float(np.mean((data.padding[train] < t) == (data.targets[train] == k) if below
+                               else (data.padding[train] >= t) == (data.targets[train] == k))), float(t), below)
+                for t in thresholds for below in (True, False)]
+        accuracy, threshold, below = max(fits)
+        said = (data.padding[test] < threshold) == below
+        is_label = data.targets[test] == k
+        shortcut[label] = {"threshold": round(threshold, 3), "label_below": below,
+                           "train_accuracy": round(accuracy, 3),
+                           "test_accuracy": round(float(np.mean(said == is_label)), 3),
+                           "test_recall": round(float(np.mean(said[is_label])), 3) if is_label.any() else None}
+    return {"mean_share": share, "threshold_alone": shortcut}
+
+
 def _markdown(cfg: ReportConfig, name: str, data: Dataset, summary: dict) -> str:
     labels = list(data.labels)
     counts = summary["counts_per_split"]
@@ -185,6 +214,11 @@ def _markdown(cfg: ReportConfig, name: str, data: Dataset, summary: dict) -> str
     stats = summary["intensity"]
     stat_rows = [[label, s["n"], s["brightness_mean"], s["brightness_std"], s["contrast_mean"]]
                  for label, s in stats.items()]
+    padding = summary["padding"]
+    padding_rows = [[src, *(shares.get(label, "–") for label in labels)]
+                    for src, shares in padding["mean_share"].items()]
+    shortcut_rows = [[label, f"{'<' if r['label_below'] else '≥'} {r['threshold']}", r["train_accuracy"],
+                      r["test_accuracy"], r["test_recall"]] for label, r in padding["threshold_alone"].items()]
     train = [counts["train"][label] for label in labels]
     skipped = "\n".join(f"- {k}: {v}" for k, v in sorted(data.skipped.items())) or "- nothing"
     return f"""# Data report: {name}
@@ -205,6 +239,18 @@ Train imbalance (largest / smallest class): {max(train) / max(min(train), 1):.2f
 ## Brightness and contrast per label (0-255)
 
 {markdown_table(["label", "n", "mean brightness", "sd of brightness", "mean contrast"], stat_rows)}
+
+## Share of each crop that is padding, per source and label
+
+Padding is edge replication where the runtime's crop leaves the image (tight-crop datasets; a face at a frame's
+edge). If one label's crops are padded more than another's, "how much is padding" is a label a network can learn.
+
+{markdown_table(["source", *labels], padding_rows)}
+
+Can the padding share alone tell a label from the rest? One threshold fitted on the training sources' train split,
+scored on their test split:
+
+{markdown_table(["label", "rule", "train accuracy", "test accuracy", "test recall"], shortcut_rows)}
 
 ## Skipped while building
 
@@ -232,7 +278,7 @@ def run_report(cfg: ReportConfig) -> dict:
                              cache_dir=Path(cfg.cache_dir))
         summary = {"recipe": recipe.name, "images": int(len(data.targets)), "size": cfg.size,
                    "counts_per_split": class_counts(data), "counts_per_source": source_counts(data),
-                   "intensity": intensity_stats(data), "skipped": data.skipped,
+                   "intensity": intensity_stats(data), "padding": padding_stats(data), "skipped": data.skipped,
                    "file_list_sha256": data.manifest()["file_list_sha256"]}
         steps = [
             ("class distribution", lambda: plot_distribution(

@@ -79,3 +79,23 @@ def test_cli_errors_name_the_problem(argv: list[str], message: str, capsys: pyte
 def test_config_of_another_command_is_refused(report_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kfold", "--config", str(report_dir / "config.json")]) == 2
     assert "config of command 'report', not 'kfold'" in capsys.readouterr().err
+
+
+def test_padding_stats_show_a_label_that_framing_alone_tells() -> None:
+    import numpy as np
+
+    from train.data import Dataset
+    from train.report import padding_stats
+
+    rng = np.random.default_rng(0)
+    n = 400
+    targets = np.tile([0, 1], n // 2)  # label B is framed tighter: its crops are mostly padding
+    padding = np.where(targets == 1, rng.uniform(0.3, 0.5, n), rng.uniform(0.0, 0.1, n)).astype(np.float32)
+    split = np.tile([0, 0, 2, 2], n // 4)
+    data = Dataset(("A", "B"), np.zeros((n, 1, 4, 4), np.uint8), targets, split, np.zeros(n, np.int64), ("s",),
+                   [str(i) for i in range(n)], [str(i) for i in range(n)], padding=padding)
+    stats = padding_stats(data)
+    assert stats["mean_share"]["s"]["A"] < 0.1 < 0.3 < stats["mean_share"]["s"]["B"]
+    b = stats["threshold_alone"]["B"]
+    assert not b["label_below"] and 0.1 <= b["threshold"] <= 0.3
+    assert b["test_accuracy"] == 1.0 and b["test_recall"] == 1.0
