@@ -189,9 +189,8 @@ def padding_stats(data: Dataset) -> dict:
     for k, label in enumerate(data.labels):
         if not (train & (data.targets == k)).any():
             continue
-        # (train accuracy, threshold, whether the label is the side below it)
-        fits = [(float(np.mean((data.padding[train] < t) == (data.targets[train] == k) if below
-                               else (data.padding[train] >= t) == (data.targets[train] == k))), float(t), below)
+        # (train accuracy, threshold, whether the label is the side below it); "label" where (share < t) == below
+        fits = [(float(np.mean(((data.padding[train] < t) == below) == (data.targets[train] == k))), float(t), below)
                 for t in thresholds for below in (True, False)]
         accuracy, threshold, below = max(fits)
         said = (data.padding[test] < threshold) == below
